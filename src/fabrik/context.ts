@@ -1,0 +1,84 @@
+/**
+ * The per-invocation context every command handler receives: resolved paths, config, output streams,
+ * drivers, the registry (opened lazily, on first use) and the clock.
+ */
+import { resolveConfig, type Config, type ConfigFlags } from "./config.js";
+import { processIo, type ColorMode, type Io } from "./io.js";
+import { resolvePaths, type FabrikPaths } from "./paths.js";
+import type { Registry } from "./registry.js";
+import { DriverSet } from "../vm/drivers.js";
+import type { VmDriver } from "../vm/driver.js";
+import type { DriverName } from "./config.js";
+import { NotFoundError } from "./errors.js";
+
+export interface Context {
+  io: Io;
+  paths: FabrikPaths;
+  config: Config;
+  drivers: DriverSet;
+  env: NodeJS.ProcessEnv;
+  /** Epoch ms; injected so tests control time. */
+  now: () => number;
+  /** Aborted on Ctrl-C. */
+  signal: AbortSignal;
+  /** The registry, opened on first call (better-sqlite3 is loaded lazily). */
+  registry(): Registry;
+  /** Release resources (close the registry). */
+  close(): void;
+}
+
+export interface ContextOptions {
+  json?: boolean;
+  color?: ColorMode;
+  flags?: ConfigFlags;
+  env?: NodeJS.ProcessEnv;
+  io?: Io;
+  now?: () => number;
+  signal?: AbortSignal;
+}
+
+/** Build the context for one command. Throws ConfigError on a bad config file or env. */
+export async function createContext(opts: ContextOptions = {}): Promise<Context> {
+  const env = opts.env ?? process.env;
+  const paths = resolvePaths(env);
+  const config = resolveConfig(paths.config, env, opts.flags ?? {});
+  const io = opts.io ?? processIo({ color: opts.color ?? "auto", json: opts.json ?? false, env });
+  let registry: Registry | undefined;
+  const { Registry: RegistryClass } = await import("./registry.js");
+  return {
+    io,
+    paths,
+    config,
+    drivers: new DriverSet(config, paths, env),
+    env,
+    now: opts.now ?? Date.now,
+    signal: opts.signal ?? new AbortController().signal,
+    registry() {
+      registry ??= RegistryClass.open(paths.registry);
+      return registry;
+    },
+    close() {
+      registry?.close();
+      registry = undefined;
+    },
+  };
+}
+
+/**
+ * The driver for a VM: the one recorded in the registry, else the configured default.
+ * Returns the driver and whether the VM is known to the registry.
+ */
+export function driverFor(ctx: Context, vm: string): { driver: VmDriver; name: DriverName; known: boolean } {
+  const rec = ctx.registry().getVm(vm);
+  const name = rec?.driver ?? ctx.config.driver;
+  return { driver: ctx.drivers.get(name), name, known: rec !== undefined };
+}
+
+/** Resolve a VM that must exist: registry first, then the drivers. Throws NotFoundError. */
+export async function requireVm(ctx: Context, vm: string): Promise<{ driver: VmDriver; name: DriverName }> {
+  const { driver, name, known } = driverFor(ctx, vm);
+  if (known) return { driver, name };
+  const info = await driver.inspect(vm, { timeoutMs: ctx.config.probeTimeoutMs * 2 });
+  if (!info) throw new NotFoundError(`VM ${vm} does not exist`, "see `fabrik vm list`, or create it with `fabrik vm create`");
+  return { driver, name };
+}

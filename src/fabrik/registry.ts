@@ -1,0 +1,453 @@
+/**
+ * The host run registry: fabrik's cache of every run it launched or imported, in SQLite (better-sqlite3).
+ *
+ * - WAL journal and a 10 s busy timeout; every write is one `BEGIN IMMEDIATE` transaction, so many fabrik
+ *   processes (a watch writing while lists read) never fail with SQLITE_BUSY.
+ * - The schema is versioned with `PRAGMA user_version` and upgraded by {@link MIGRATIONS}; a registry
+ *   written by a newer fabrik is refused, never modified.
+ * - The file (and its -wal/-shm) is created with mode 0600.
+ * - A corrupt file gives a {@link ConfigError} naming it; fabrik never deletes or rewrites it.
+ *
+ * This module is the only place that runs host SQL.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { createRequire } from "node:module";
+import type BetterSqlite3 from "better-sqlite3";
+import { ConfigError } from "./errors.js";
+import type { DriverName } from "./config.js";
+import type { HostStatus } from "./status.js";
+
+/** One run as cached on the host. Times are epoch milliseconds. */
+export interface RunRecord {
+  /** Host id: the `113` in `--id 113`. */
+  id: number;
+  vm: string;
+  driver: DriverName;
+  /** A user label (`--name`), or null. */
+  label: string | null;
+  /** Absolute control dir in the guest: `~/work/<vm>/.runs/<run-dir>`. */
+  control_dir: string;
+  /** Absolute workflow path in the guest. */
+  workflow_path: string;
+  /** Where the workflow came from on the host (null for imports). */
+  workflow_source: string | null;
+  input_json: string | null;
+  /** The engine's run id (`fabrik-113` for runs fabrik launched). */
+  smithers_run_id: string;
+  /** Absolute path of the Smithers DB in the guest. */
+  smithers_db_path: string;
+  engine_version: string | null;
+  status: HostStatus;
+  exit_code: number | null;
+  failure_reason: string | null;
+  created_at_ms: number;
+  started_at_ms: number | null;
+  finished_at_ms: number | null;
+  updated_at_ms: number;
+  /** Last live check: when, what was concluded, and the raw observation (JSON). */
+  last_check_at_ms: number | null;
+  last_check_status: string | null;
+  last_check_json: string | null;
+  resume_count: number;
+  last_resumed_at_ms: number | null;
+  launcher_pid: number | null;
+  engine_pid: number | null;
+  /** 1 when registered by `runs import`. */
+  imported: number;
+}
+
+/** Fields needed to insert a run; everything else defaults to null/0. */
+export type NewRun = Pick<RunRecord, "vm" | "driver" | "control_dir" | "workflow_path" | "smithers_run_id" | "smithers_db_path" | "status"> &
+  Partial<Omit<RunRecord, "id" | "updated_at_ms">>;
+
+/** A VM fabrik knows about, and the driver that runs it. */
+export interface VmRecord {
+  name: string;
+  driver: DriverName;
+  /** The guest user's home, as the driver reported it. */
+  guest_home: string | null;
+  created_at_ms: number;
+  template: string | null;
+}
+
+/** One entry in a run's history (launch, resume, failure, import, status change). */
+export interface RunEvent {
+  id: number;
+  run_id: number;
+  at_ms: number;
+  kind: string;
+  detail_json: string | null;
+}
+
+export interface RunFilter {
+  vm?: string | undefined;
+  statuses?: readonly HostStatus[] | undefined;
+  sinceMs?: number | undefined;
+  limit?: number | undefined;
+}
+
+/** Current schema version; bump with a new entry in {@link MIGRATIONS}. */
+export const SCHEMA_VERSION = 1;
+
+/** Migrations, index i upgrades version i to i+1. Each runs in one transaction. */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE vms (
+    name TEXT PRIMARY KEY,
+    driver TEXT NOT NULL CHECK (driver IN ('lima','local')),
+    guest_home TEXT,
+    created_at_ms INTEGER NOT NULL,
+    template TEXT
+  );
+  CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    vm TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    label TEXT,
+    control_dir TEXT NOT NULL,
+    workflow_path TEXT NOT NULL,
+    workflow_source TEXT,
+    input_json TEXT,
+    smithers_run_id TEXT NOT NULL,
+    smithers_db_path TEXT NOT NULL,
+    engine_version TEXT,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    failure_reason TEXT,
+    created_at_ms INTEGER NOT NULL,
+    started_at_ms INTEGER,
+    finished_at_ms INTEGER,
+    updated_at_ms INTEGER NOT NULL,
+    last_check_at_ms INTEGER,
+    last_check_status TEXT,
+    last_check_json TEXT,
+    resume_count INTEGER NOT NULL DEFAULT 0,
+    last_resumed_at_ms INTEGER,
+    launcher_pid INTEGER,
+    engine_pid INTEGER,
+    imported INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX runs_by_time ON runs (created_at_ms DESC);
+  CREATE INDEX runs_by_vm ON runs (vm, created_at_ms DESC);
+  CREATE INDEX runs_by_status ON runs (status, created_at_ms DESC);
+  CREATE UNIQUE INDEX runs_identity ON runs (vm, smithers_db_path, smithers_run_id);
+  CREATE TABLE run_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    detail_json TEXT
+  );
+  CREATE INDEX run_events_by_run ON run_events (run_id, at_ms);
+  `,
+];
+
+const RUN_COLUMNS = [
+  "vm",
+  "driver",
+  "label",
+  "control_dir",
+  "workflow_path",
+  "workflow_source",
+  "input_json",
+  "smithers_run_id",
+  "smithers_db_path",
+  "engine_version",
+  "status",
+  "exit_code",
+  "failure_reason",
+  "created_at_ms",
+  "started_at_ms",
+  "finished_at_ms",
+  "updated_at_ms",
+  "last_check_at_ms",
+  "last_check_status",
+  "last_check_json",
+  "resume_count",
+  "last_resumed_at_ms",
+  "launcher_pid",
+  "engine_pid",
+  "imported",
+] as const;
+type RunColumn = (typeof RUN_COLUMNS)[number];
+
+const require = createRequire(import.meta.url);
+
+function isCorruption(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? "";
+  return code === "SQLITE_NOTADB" || code === "SQLITE_CORRUPT" || code.startsWith("SQLITE_CORRUPT");
+}
+
+/** The open registry. Create with {@link Registry.open}; close when done. */
+export class Registry {
+  readonly file: string;
+  private readonly db: BetterSqlite3.Database;
+
+  private constructor(file: string, db: BetterSqlite3.Database) {
+    this.file = file;
+    this.db = db;
+  }
+
+  /**
+   * Open (creating if needed) the registry at `file` and migrate it to {@link SCHEMA_VERSION}.
+   * Throws {@link ConfigError} if the file is corrupt, unreadable or from a newer fabrik.
+   */
+  static open(file: string, opts: { readonly?: boolean; now?: () => number } = {}): Registry {
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    if (!fs.existsSync(file)) {
+      if (opts.readonly) return Registry.openMemory();
+      // Create with 0600 before SQLite opens it (SQLite would use the umask).
+      fs.closeSync(fs.openSync(file, "a", 0o600));
+    }
+    const Database = require("better-sqlite3") as typeof BetterSqlite3;
+    let db: BetterSqlite3.Database;
+    try {
+      db = new Database(file, { fileMustExist: true });
+      db.pragma("busy_timeout = 10000");
+      const mode = db.pragma("journal_mode = WAL", { simple: true });
+      if (String(mode).toLowerCase() !== "wal") db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = NORMAL");
+      db.pragma("foreign_keys = ON");
+    } catch (err) {
+      throw registryError(file, err);
+    }
+    const reg = new Registry(file, db);
+    try {
+      reg.migrate();
+    } catch (err) {
+      db.close();
+      if (err instanceof ConfigError) throw err;
+      throw registryError(file, err);
+    }
+    for (const suffix of ["", "-wal", "-shm"]) {
+      try {
+        fs.chmodSync(file + suffix, 0o600);
+      } catch {
+        /* -wal/-shm may not exist yet */
+      }
+    }
+    return reg;
+  }
+
+  /** An empty in-memory registry (for `--no-live` reads before anything was ever written, and tests). */
+  static openMemory(): Registry {
+    const Database = require("better-sqlite3") as typeof BetterSqlite3;
+    const reg = new Registry(":memory:", new Database(":memory:"));
+    reg.migrate();
+    return reg;
+  }
+
+  private migrate(): void {
+    const version = Number(this.db.pragma("user_version", { simple: true }));
+    if (version > SCHEMA_VERSION) {
+      throw new ConfigError(
+        `registry ${this.file} was written by a newer fabrik (schema v${version}; this fabrik knows up to v${SCHEMA_VERSION})`,
+        "upgrade fabrik, or point FABRIK_HOME elsewhere; the file was left untouched",
+      );
+    }
+    if (version === SCHEMA_VERSION) {
+      // Touch the schema so a corrupt file fails here, at open, with the file named.
+      this.db.prepare("SELECT count(*) FROM runs").get();
+      return;
+    }
+    const upgrade = this.db.transaction(() => {
+      const current = Number(this.db.pragma("user_version", { simple: true }));
+      for (let v = current; v < SCHEMA_VERSION; v++) {
+        this.db.exec(MIGRATIONS[v]!);
+      }
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    });
+    upgrade.immediate();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  private write<T>(fn: () => T): T {
+    try {
+      return this.db.transaction(fn).immediate();
+    } catch (err) {
+      if (isCorruption(err)) throw registryError(this.file, err);
+      throw err;
+    }
+  }
+
+  private read<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      if (isCorruption(err)) throw registryError(this.file, err);
+      throw err;
+    }
+  }
+
+  /**
+   * Insert a run and return it with its new host id. `smithers_run_id` may be a placeholder that
+   * `derive` rewrites (see {@link insertRunWith}).
+   */
+  insertRun(run: NewRun, now: number = Date.now()): RunRecord {
+    return this.insertRunWith(() => run, now);
+  }
+
+  /**
+   * Insert a run whose fields depend on its own host id (e.g. `fabrik-<id>`, a control dir named after it),
+   * in one transaction: `build(id)` receives the id the row will get.
+   */
+  insertRunWith(build: (id: number) => NewRun, now: number = Date.now()): RunRecord {
+    return this.write(() => {
+      const seq = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'runs'").get() as { seq: number } | undefined;
+      const maxId = (this.db.prepare("SELECT max(id) AS m FROM runs").get() as { m: number | null }).m ?? 0;
+      const id = Math.max(seq?.seq ?? 0, maxId) + 1;
+      const run = build(id);
+      const row: Record<string, unknown> = {
+        label: null,
+        workflow_source: null,
+        input_json: null,
+        engine_version: null,
+        exit_code: null,
+        failure_reason: null,
+        started_at_ms: null,
+        finished_at_ms: null,
+        last_check_at_ms: null,
+        last_check_status: null,
+        last_check_json: null,
+        resume_count: 0,
+        last_resumed_at_ms: null,
+        launcher_pid: null,
+        engine_pid: null,
+        imported: 0,
+        ...run,
+        created_at_ms: run.created_at_ms ?? now,
+        updated_at_ms: now,
+      };
+      const cols = ["id", ...RUN_COLUMNS];
+      this.db
+        .prepare(`INSERT INTO runs (${cols.join(", ")}) VALUES (${cols.map((c) => "@" + c).join(", ")})`)
+        .run({ ...row, id });
+      return this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord;
+    });
+  }
+
+  /** Update some fields of a run (bumps `updated_at_ms`). Returns the new row; throws if the id is unknown. */
+  updateRun(id: number, patch: Partial<Omit<RunRecord, "id">>, now: number = Date.now()): RunRecord {
+    return this.write(() => {
+      const keys = Object.keys(patch).filter((k): k is RunColumn => (RUN_COLUMNS as readonly string[]).includes(k) && k !== "updated_at_ms");
+      const sets = [...keys.map((k) => `${k} = @${k}`), "updated_at_ms = @updated_at_ms"];
+      const info = this.db.prepare(`UPDATE runs SET ${sets.join(", ")} WHERE id = @id`).run({ ...patch, updated_at_ms: now, id });
+      if (info.changes === 0) throw new Error(`run ${id} does not exist`);
+      return this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord;
+    });
+  }
+
+  getRun(id: number): RunRecord | undefined {
+    return this.read(() => this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord | undefined);
+  }
+
+  /** Find a run by its identity in the VM (for `runs import`: importing twice does not duplicate). */
+  findRun(vm: string, smithersDbPath: string, smithersRunId: string): RunRecord | undefined {
+    return this.read(
+      () =>
+        this.db
+          .prepare("SELECT * FROM runs WHERE vm = ? AND smithers_db_path = ? AND smithers_run_id = ?")
+          .get(vm, smithersDbPath, smithersRunId) as RunRecord | undefined,
+    );
+  }
+
+  /** Runs, newest first, filtered. */
+  listRuns(filter: RunFilter = {}): RunRecord[] {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (filter.vm !== undefined) {
+      where.push("vm = ?");
+      params.push(filter.vm);
+    }
+    if (filter.statuses && filter.statuses.length > 0) {
+      where.push(`status IN (${filter.statuses.map(() => "?").join(", ")})`);
+      params.push(...filter.statuses);
+    }
+    if (filter.sinceMs !== undefined) {
+      where.push("created_at_ms >= ?");
+      params.push(filter.sinceMs);
+    }
+    const sql =
+      "SELECT * FROM runs" +
+      (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
+      " ORDER BY created_at_ms DESC, id DESC" +
+      (filter.limit !== undefined ? " LIMIT ?" : "");
+    if (filter.limit !== undefined) params.push(filter.limit);
+    return this.read(() => this.db.prepare(sql).all(...params) as RunRecord[]);
+  }
+
+  /** Append to a run's history. */
+  recordEvent(runId: number, kind: string, detail?: unknown, now: number = Date.now()): void {
+    this.write(() => {
+      this.db
+        .prepare("INSERT INTO run_events (run_id, at_ms, kind, detail_json) VALUES (?, ?, ?, ?)")
+        .run(runId, now, kind, detail === undefined ? null : JSON.stringify(detail));
+    });
+  }
+
+  /** A run's history, oldest first. */
+  runEvents(runId: number): RunEvent[] {
+    return this.read(() => this.db.prepare("SELECT * FROM run_events WHERE run_id = ? ORDER BY at_ms, id").all(runId) as RunEvent[]);
+  }
+
+  upsertVm(vm: VmRecord): void {
+    this.write(() => {
+      this.db
+        .prepare(
+          `INSERT INTO vms (name, driver, guest_home, created_at_ms, template) VALUES (@name, @driver, @guest_home, @created_at_ms, @template)
+           ON CONFLICT(name) DO UPDATE SET driver = excluded.driver, guest_home = COALESCE(excluded.guest_home, vms.guest_home),
+             template = COALESCE(excluded.template, vms.template)`,
+        )
+        .run(vm);
+    });
+  }
+
+  getVm(name: string): VmRecord | undefined {
+    return this.read(() => this.db.prepare("SELECT * FROM vms WHERE name = ?").get(name) as VmRecord | undefined);
+  }
+
+  listVms(): VmRecord[] {
+    return this.read(() => this.db.prepare("SELECT * FROM vms ORDER BY name").all() as VmRecord[]);
+  }
+
+  deleteVm(name: string): void {
+    this.write(() => {
+      this.db.prepare("DELETE FROM vms WHERE name = ?").run(name);
+    });
+  }
+
+  /** Per VM: number of runs cached as active (launching/running/waiting) and the newest run. */
+  vmRunSummary(): Map<string, { active: number; lastRunId: number | null; lastRunAtMs: number | null }> {
+    const rows = this.read(
+      () =>
+        this.db
+          .prepare(
+            `SELECT vm, SUM(CASE WHEN status IN ('launching','running','waiting') THEN 1 ELSE 0 END) AS active,
+                    MAX(id) AS last_id, MAX(created_at_ms) AS last_at FROM runs GROUP BY vm`,
+          )
+          .all() as { vm: string; active: number; last_id: number | null; last_at: number | null }[],
+    );
+    return new Map(rows.map((r) => [r.vm, { active: r.active, lastRunId: r.last_id, lastRunAtMs: r.last_at }]));
+  }
+
+  /** Ids of all runs (for shell completion). */
+  runIds(limit = 200): number[] {
+    return this.read(() => (this.db.prepare("SELECT id FROM runs ORDER BY id DESC LIMIT ?").all(limit) as { id: number }[]).map((r) => r.id));
+  }
+}
+
+function registryError(file: string, err: unknown): ConfigError {
+  const code = (err as { code?: string }).code;
+  if (isCorruption(err)) {
+    return new ConfigError(
+      `registry ${file} is corrupt (${code}): ${(err as Error).message}`,
+      "move it aside and let fabrik create a new one, or point FABRIK_HOME elsewhere; fabrik did not modify it",
+      { cause: err },
+    );
+  }
+  return new ConfigError(`cannot open registry ${file}: ${(err as Error).message}`, "check the file and its permissions", { cause: err });
+}

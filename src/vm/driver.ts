@@ -1,0 +1,113 @@
+/**
+ * The one interface every VM driver implements. fabrik's domain code talks to VMs only through it.
+ *
+ * Drivers:
+ * - `lima` (`lima-driver.ts`): a Lima instance, driven through `limactl` (lima-contract.md).
+ * - `local` (`local-driver.ts`): a folder on this host posing as a VM (no isolation), same in-VM layout.
+ */
+import type { DriverName } from "../fabrik/config.js";
+
+/** VM status in Lima's words (lima-contract §1): Running, Stopped, Broken; Unknown when it cannot be told. */
+export type VmStatus = "Running" | "Stopped" | "Broken" | "Unknown";
+
+/** What a driver knows about one VM. Sizes in bytes. */
+export interface VmInfo {
+  name: string;
+  driver: DriverName;
+  status: VmStatus;
+  /** The guest user's home directory (Lima: `.config.user.home`). */
+  guestHome: string | undefined;
+  guestUser: string | undefined;
+  cpus: number | undefined;
+  memoryBytes: number | undefined;
+  diskBytes: number | undefined;
+  arch: string | undefined;
+  vmType: string | undefined;
+  /** Host directory holding the instance. */
+  dir: string | undefined;
+  sshConfigFile: string | undefined;
+  sshLocalPort: number | undefined;
+  /** Problems reported for this VM (e.g. Broken reasons). */
+  errors: string[];
+}
+
+/** Options for one command in a VM. */
+export interface ExecOptions {
+  /** Bytes or text fed to the command's stdin; stdin is closed (EOF) after it. Default: empty. */
+  stdin?: string | Buffer | undefined;
+  /** Working directory in the guest (absolute). Default: the guest home. */
+  cwd?: string | undefined;
+  /** Extra environment variables for the command. */
+  env?: Record<string, string> | undefined;
+  /** Deadline in ms; on expiry the whole local process group is killed and {@link ExecTimeoutError}-style RemoteError thrown. */
+  timeoutMs: number;
+  /** Abort: kills the process group, throws InterruptedError-like abort. */
+  signal?: AbortSignal | undefined;
+  /**
+   * Skip the "is it Running?" pre-check (Lima: `list --json N` before `shell`, lima-contract §0.5).
+   * Only for callers that recognise a stopped VM from the error themselves (the probe), to stay at one call.
+   */
+  skipStatusCheck?: boolean | undefined;
+  /** Cap on captured stdout, bytes (default 64 MiB); beyond it the command fails. */
+  maxOutputBytes?: number | undefined;
+}
+
+/** Outcome of a command in a VM: the guest's exit code is data, not an exception. */
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+/** A long-running command whose stdout is streamed (e.g. `tail -F` for attach). */
+export interface StreamHandle {
+  /** Resolves with the exit code when the command ends (or is killed). */
+  done: Promise<number>;
+  /** Kill the command (the whole local process group). */
+  kill(): void;
+}
+
+export interface CreateOptions {
+  name: string;
+  /** Template file on the host (Lima YAML); the local driver records it only. */
+  template?: string | undefined;
+  cpus?: number | undefined;
+  /** GiB */
+  memoryGiB?: number | undefined;
+  /** GiB */
+  diskGiB?: number | undefined;
+  timeoutMs: number;
+}
+
+/** Where to reach a VM's sshd (from Lima's `ssh.config`). */
+export interface SshTarget {
+  host: string;
+  port: number;
+  user: string;
+  identityFile: string;
+}
+
+export interface VmDriver {
+  readonly name: DriverName;
+  /** All VMs this driver knows, with status. */
+  list(opts: { timeoutMs: number }): Promise<VmInfo[]>;
+  /** One VM, or undefined if it does not exist. */
+  inspect(name: string, opts: { timeoutMs: number }): Promise<VmInfo | undefined>;
+  create(opts: CreateOptions): Promise<void>;
+  start(name: string, opts: { timeoutMs: number }): Promise<void>;
+  stop(name: string, opts: { timeoutMs: number; force?: boolean }): Promise<void>;
+  delete(name: string, opts: { timeoutMs: number; force?: boolean }): Promise<void>;
+  /** Run argv (no shell) in the VM. Throws VmUnavailableError if stopped/missing/past deadline. */
+  exec(name: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult>;
+  /** Run argv and stream its stdout chunks to `onStdout` until it exits or is killed. */
+  stream(name: string, argv: readonly string[], opts: Omit<ExecOptions, "timeoutMs"> & { onStdout: (chunk: Buffer) => void; onStderr?: (chunk: Buffer) => void }): Promise<StreamHandle>;
+  /** Copy host files/folders into the guest directory `guestDir` (created by the caller). */
+  copyIn(name: string, hostPaths: readonly string[], guestDir: string, opts: { timeoutMs: number }): Promise<void>;
+  /** Copy a guest file or folder to a host path. */
+  copyOut(name: string, guestPath: string, hostPath: string, opts: { timeoutMs: number }): Promise<void>;
+  /** An interactive shell (or command) with the terminal attached; resolves with the guest's exit code. */
+  shell(name: string, argv: readonly string[] | undefined, opts: { cwd?: string | undefined }): Promise<number>;
+  /** SSH coordinates for the persistent transport, or undefined when the driver has no SSH path. */
+  sshTarget(name: string): Promise<SshTarget | undefined>;
+}

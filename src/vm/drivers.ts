@@ -1,0 +1,34 @@
+/**
+ * Choosing a driver. The driver is chosen per VM at `vm create` and recorded in the registry; VMs the
+ * registry does not know (e.g. Lima instances created with limactl directly) use the configured default.
+ */
+import path from "node:path";
+import type { Config, DriverName } from "../fabrik/config.js";
+import type { FabrikPaths } from "../fabrik/paths.js";
+import type { VmDriver } from "./driver.js";
+import { LimaDriver } from "./lima-driver.js";
+import { LocalDriver } from "./local-driver.js";
+
+/** Lazily built drivers, one per name per process. */
+export class DriverSet {
+  private readonly cache = new Map<DriverName, VmDriver>();
+  constructor(
+    private readonly config: Config,
+    private readonly paths: FabrikPaths,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {}
+
+  get(name: DriverName): VmDriver {
+    let d = this.cache.get(name);
+    if (!d) {
+      d = name === "lima" ? new LimaDriver({ limactl: this.config.limactl, cacheDir: path.join(this.paths.cache), env: this.env }) : new LocalDriver(this.paths.localVms);
+      this.cache.set(name, d);
+    }
+    return d;
+  }
+
+  /** Replace a driver (tests inject fakes that fail on unexpected calls). */
+  set(name: DriverName, driver: VmDriver): void {
+    this.cache.set(name, driver);
+  }
+}
