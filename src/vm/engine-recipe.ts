@@ -28,16 +28,20 @@
  * on the same filesystem as `<dir>`, bun hard-links package files out of the cache (a file in two
  * installs shows link count 3: cache + both installs), so a second engine folder costs little time or disk.
  *
- * | step                                   | cold (empty caches)        | warm (shared cache, new folder) |
- * |----------------------------------------|----------------------------|---------------------------------|
- * | `npm install … bun@1.4.5`              | 4.0–5.0 s                  | 2.8–3.8 s (npm start-up + postinstall dominate) |
- * | `bun install`, engine 0.32.0           | 6.0–7.2 s (752 packages, node_modules 697 MB, bun cache 723 MB) | 1.2 s |
- * | `bun install`, engine 0.5.0            | 1.5 s (141 packages, 102 MB, bun cache 12 MB) | 0.1–0.3 s |
+ * | step                          | cold (empty caches)                     | warm (shared caches, new folder) |
+ * |-------------------------------|-----------------------------------------|----------------------------------|
+ * | `npm install … bun@1.4.5`     | 3.4–5.0 s                               | 2.8–4.2 s: npm start-up and bun's postinstall dominate; the cache barely helps |
+ * | `bun install`, engine 0.32.0  | 3.6–7.2 s (752 packages; node_modules 697 MB; bun cache ~725 MB) | 1.2–1.8 s |
+ * | `bun install`, engine 0.5.0   | 1.5 s alone (141 packages, 102 MB, cache 12 MB); 0.3–0.4 s after 0.32.0 filled the cache | 0.1–0.2 s |
+ * (Five cold and four warm measurements, 2026-11; the cold spread is registry latency.) So a fresh folder with a
+ * warm cache is ready in ~5 s (0.32.0), of which ~4 s is the npm step for bun: share one bun between engine
+ * folders, or copy/hard-link `.runtime`, if that matters.
  *
  * ## How a workflow outside the engine folder finds `smithers-orchestrator` and `zod`
- * Verified for 0.32.0 and 0.5.0 with bun auto-install disabled (`bunfig.toml` in the run's cwd:
- * `[install]` / `auto = "disable"`): a `node_modules` SYMLINK in the workflow's folder pointing at
- * `<dir>/node_modules` resolves both packages (and the JSX runtime `smithers-orchestrator/jsx-runtime`).
+ * Verified for 0.32.0 and 0.5.0 with bun auto-install disabled (`bunfig.toml` in the run's cwd, which was
+ * also the workflow's folder: `[install]` / `auto = "disable"`): a `node_modules` SYMLINK in the workflow's
+ * folder pointing at `<dir>/node_modules` resolves both packages (and the JSX runtime
+ * `smithers-orchestrator/jsx-runtime`).
  * Without it the run fails at load: 0.32 `Cannot find package 'zod' imported from …/wf.tsx`,
  * 0.5 `Cannot find module 'smithers-orchestrator/jsx-dev-runtime' from '…/wf.tsx'`. That is why
  * `enginePackageJson` lists `zod` itself: workflows import it, so it must sit at `<dir>/node_modules/zod`

@@ -19,6 +19,9 @@ import { z } from "zod";
 import { NotFoundError, PrerequisiteError, RemoteError, VmUnavailableError, InterruptedError } from "../fabrik/errors.js";
 import type { CreateOptions, ExecOptions, ExecResult, SshTarget, StreamHandle, VmDriver, VmInfo, VmStatus } from "./driver.js";
 import { runProcess, streamProcess, type ProcessResult } from "./process.js";
+import { compareVersions } from "./versions.js";
+
+export { compareVersions };
 
 /**
  * Lima 2.1.0: `shell` errors again on stopped VMs, `--tty=false`, JSON Lines list with `hostname` and no
@@ -84,18 +87,6 @@ export function parseLogrusMessage(stderr: string, level?: "fatal" | "error" | "
     }
   }
   return undefined;
-}
-
-/** Compare dotted versions (`2.2.0-153-gabc` → 2.2.0). Returns <0, 0, >0. */
-export function compareVersions(a: string, b: string): number {
-  const parse = (v: string) => v.replace(/^v/, "").split(/[-+]/)[0]!.split(".").map((x) => Number.parseInt(x, 10) || 0);
-  const pa = parse(a);
-  const pb = parse(b);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
 }
 
 /** Parse `limactl version 2.2.0` → `2.2.0`; undefined for anything else. */
