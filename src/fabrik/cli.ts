@@ -74,6 +74,7 @@ export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
 
   return yargs(argv)
     .scriptName("fabrik")
+    .parserConfiguration({ "populate--": true })
     .usage("fabrik — run, watch and resume durable Smithers workflow runs across a fleet of VMs\n\nUsage: $0 <command> [options]")
     .version(VERSION)
     .option("json", { type: "boolean", default: false, describe: "print data as JSON on stdout (warnings and progress go to stderr)", global: true })

@@ -1,0 +1,127 @@
+import { describe, it, expect, beforeEach } from "vitest";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import { Registry, SCHEMA_VERSION } from "../../fabrik/registry.js";
+import { ConfigError } from "../../fabrik/errors.js";
+
+const require = createRequire(import.meta.url);
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-reg-"));
+});
+
+const newRun = (vm = "vm1", smithers = "fabrik-x") => ({
+  vm,
+  driver: "local" as const,
+  control_dir: `/h/work/${vm}/.runs/x`,
+  workflow_path: "/h/wf.tsx",
+  smithers_run_id: smithers,
+  smithers_db_path: `/h/work/${vm}/.runs/x/.smithers/run.db`,
+  status: "running" as const,
+});
+
+describe("Registry", () => {
+  it("creates the file with mode 0600, in WAL mode, at the current schema version", () => {
+    const file = path.join(dir, "registry.db");
+    const reg = Registry.open(file);
+    reg.close();
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    const Database = require("better-sqlite3");
+    const db = new Database(file, { readonly: true });
+    expect(db.pragma("journal_mode", { simple: true })).toBe("wal");
+    expect(db.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
+    db.close();
+  });
+
+  it("inserts runs with ids derived in the same transaction and lists with filters", () => {
+    const reg = Registry.open(path.join(dir, "r.db"));
+    const a = reg.insertRunWith((id) => ({ ...newRun("vm1", `fabrik-${id}`), control_dir: `/c/${id}` }), 1000);
+    const b = reg.insertRun({ ...newRun("vm2", "other"), status: "done" }, 2000);
+    expect(a.id).toBe(1);
+    expect(a.smithers_run_id).toBe("fabrik-1");
+    expect(a.control_dir).toBe("/c/1");
+    expect(b.id).toBe(2);
+    expect(reg.listRuns().map((r) => r.id)).toEqual([2, 1]);
+    expect(reg.listRuns({ vm: "vm1" }).map((r) => r.id)).toEqual([1]);
+    expect(reg.listRuns({ statuses: ["done"] }).map((r) => r.id)).toEqual([2]);
+    expect(reg.listRuns({ sinceMs: 1500 }).map((r) => r.id)).toEqual([2]);
+    expect(reg.listRuns({ limit: 1 }).map((r) => r.id)).toEqual([2]);
+    const u = reg.updateRun(1, { status: "failed", failure_reason: "x", exit_code: 1 }, 3000);
+    expect(u.status).toBe("failed");
+    expect(u.updated_at_ms).toBe(3000);
+    reg.recordEvent(1, "resumed", { previous_failure_reason: "x" }, 4000);
+    expect(reg.runEvents(1)[0]!.kind).toBe("resumed");
+    expect(reg.findRun("vm2", b.smithers_db_path, "other")?.id).toBe(2);
+    expect(() => reg.insertRun(newRun("vm2", "other"))).toThrow(/UNIQUE/);
+    reg.close();
+  });
+
+  it("never reuses an id after the newest row is deleted", () => {
+    const reg = Registry.open(path.join(dir, "r.db"));
+    reg.insertRun(newRun("vm1", "a"));
+    const b = reg.insertRun(newRun("vm1", "b"));
+    expect(b.id).toBe(2);
+    reg.close();
+  });
+
+  it("refuses a registry written by a newer fabrik, naming the file, and leaves it untouched", () => {
+    const file = path.join(dir, "r.db");
+    Registry.open(file).close();
+    const Database = require("better-sqlite3");
+    const db = new Database(file);
+    db.pragma(`user_version = ${SCHEMA_VERSION + 5}`);
+    db.close();
+    const before = fs.readFileSync(file);
+    expect(() => Registry.open(file)).toThrow(ConfigError);
+    expect(() => Registry.open(file)).toThrow(new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.*newer fabrik`));
+    expect(fs.readFileSync(file).equals(before)).toBe(true);
+  });
+
+  it("reports a corrupt registry with its path and does not delete it", () => {
+    const file = path.join(dir, "r.db");
+    fs.writeFileSync(file, "this is not a sqlite database, just garbage ".repeat(200), { mode: 0o600 });
+    expect(() => Registry.open(file)).toThrow(ConfigError);
+    try {
+      Registry.open(file);
+    } catch (err) {
+      expect((err as Error).message).toContain(file);
+    }
+    expect(fs.existsSync(file)).toBe(true);
+  });
+
+  it("many processes writing and reading at once never fail with SQLITE_BUSY", async () => {
+    const file = path.join(dir, "busy.db");
+    Registry.open(file).close();
+    const script = `
+      const { Registry } = await import(${JSON.stringify(path.resolve("dist/fabrik/registry.js"))});
+      const reg = Registry.open(process.argv[1]);
+      for (let i = 0; i < 150; i++) {
+        if (i % 3 === 0) reg.listRuns({ limit: 20 });
+        else {
+          const r = reg.insertRunWith((id) => ({ vm: "v" + (i % 4), driver: "local", control_dir: "/c/" + id, workflow_path: "/w", smithers_run_id: "fabrik-" + id, smithers_db_path: "/d/" + id, status: "running" }));
+          reg.updateRun(r.id, { status: "done" });
+        }
+      }
+      reg.close();
+    `;
+    const runOne = () =>
+      new Promise<number>((resolve) => {
+        const p = spawn(process.execPath, ["--input-type=module", "-e", script, file], { stdio: ["ignore", "ignore", "pipe"] });
+        let err = "";
+        p.stderr.on("data", (c) => (err += c));
+        p.on("exit", (code) => {
+          if (code !== 0) console.error(err);
+          resolve(code ?? 1);
+        });
+      });
+    const codes = await Promise.all([runOne(), runOne(), runOne(), runOne()]);
+    expect(codes).toEqual([0, 0, 0, 0]);
+    const reg = Registry.open(file);
+    expect(reg.listRuns().length).toBe(400);
+    reg.close();
+  }, 60_000);
+});

@@ -1,0 +1,258 @@
+/**
+ * Live run status: probe the VMs (one round trip per VM), derive the truth, write it back to the cache.
+ * `runs show`, `runs list`, `runs watch` and `run resume` all read runs through here.
+ */
+import pLimit from "p-limit";
+import type { Context } from "./context.js";
+import type { RunFilter, RunRecord } from "./registry.js";
+import { deriveRunState, type DeriveThresholds, type DerivedState, type Observation } from "./derive.js";
+import { NotFoundError, UsageError } from "./errors.js";
+import type { ProbeRequest, ProbeResponse } from "../vm/probe-schema.js";
+import { probeVm } from "../vm/probe.js";
+import { isHostStatus, type HostStatus } from "./status.js";
+import type { VmDriver } from "../vm/driver.js";
+
+/**
+ * The model `runs show --json` prints and `runs list --json` prints an array of. Times epoch ms unless
+ * named `…_at` (ISO-8601 UTC); ages and durations ms; sizes bytes.
+ */
+export interface RunView extends Omit<DerivedState, "cache_status" | "cache_failure_reason"> {
+  id: number;
+  vm: string;
+  driver: string;
+  label: string | null;
+  /** The cached host status as it was before this check. */
+  status: HostStatus;
+  smithers_run_id: string;
+  control_dir: string;
+  workflow_path: string;
+  engine_version: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  /** When the VM was asked (ISO), or the last live check for cache/unreachable views. */
+  checked_at: string | null;
+  checked_at_ms: number | null;
+  /** True when this check changed the cache; `cache_changes` says what. */
+  cache_updated: boolean;
+  cache_changes: { field: string; from: string | number | null; to: string | number | null }[];
+  resume_count: number;
+  failure_reason: string | null;
+  /** The probe's tool in the VM (`bun`, `python3`), when live. */
+  probe_tool: string | null;
+  /** Why the VM could not be asked, when unreachable. */
+  unreachable_reason: string | null;
+}
+
+/** Thresholds from the config. */
+export function thresholds(ctx: Context): DeriveThresholds {
+  return {
+    engineHeartbeatStaleMs: ctx.config.engineHeartbeatStaleMs,
+    launcherHeartbeatStaleMs: ctx.config.launcherHeartbeatStaleMs,
+    dbSizeWarnBytes: ctx.config.dbSizeWarnBytes,
+    rowSizeWarnBytes: ctx.config.rowSizeWarnBytes,
+    configuredEngineVersion: ctx.config.engineVersion,
+  };
+}
+
+/** Build the probe request for runs of one VM. */
+export function probeRequestFor(runs: readonly RunRecord[], opts: { nodes?: boolean; rowSizeWarnBytes: number }): ProbeRequest {
+  return {
+    v: 1,
+    runs: runs.map((r) => ({ key: String(r.id), control_dir: r.control_dir || null, db_path: r.smithers_db_path || null, smithers_run_id: r.smithers_run_id || null })),
+    nodes: opts.nodes ?? false,
+    max_nodes: 500,
+    row_size_warn_bytes: opts.rowSizeWarnBytes,
+    discover_roots: [],
+    error_chars: 500,
+  };
+}
+
+/**
+ * Observe runs of ONE VM in one round trip. Never throws: an unreachable VM (stopped, missing, past its
+ * deadline, bad probe output) yields `unreachable` observations with the reason.
+ */
+export async function observeVm(
+  ctx: Context,
+  driver: VmDriver,
+  vm: string,
+  runs: readonly RunRecord[],
+  opts: { nodes?: boolean; timeoutMs?: number; probe?: (req: ProbeRequest) => Promise<ProbeResponse> } = {},
+): Promise<{ observations: Map<number, Observation>; response: ProbeResponse | undefined; error: string | undefined }> {
+  const out = new Map<number, Observation>();
+  const req = probeRequestFor(runs, { nodes: opts.nodes, rowSizeWarnBytes: ctx.config.rowSizeWarnBytes });
+  try {
+    const res = opts.probe
+      ? await opts.probe(req)
+      : await probeVm(driver, vm, req, { timeoutMs: opts.timeoutMs ?? ctx.config.probeTimeoutMs, signal: ctx.signal });
+    const byKey = new Map(res.runs.map((r) => [r.key, r]));
+    for (const run of runs) {
+      const result = byKey.get(String(run.id));
+      out.set(run.id, result ? { kind: "live", result, vmNowMs: res.now_ms, tool: res.tool } : { kind: "unreachable", reason: "the probe returned no result for this run" });
+    }
+    return { observations: out, response: res, error: undefined };
+  } catch (err) {
+    if (ctx.signal.aborted) throw err;
+    const reason = err instanceof Error ? err.message : String(err);
+    for (const run of runs) out.set(run.id, { kind: "unreachable", reason });
+    return { observations: out, response: undefined, error: reason };
+  }
+}
+
+/**
+ * Derive a run's view and, for live observations, write the result back to the cache (status, exit code,
+ * failure reason, DB path, engine pid, last check). Returns the view, which says what changed.
+ */
+export function reconcile(ctx: Context, run: RunRecord, obs: Observation): RunView {
+  const hostNow = ctx.now();
+  const d = deriveRunState(run, obs, hostNow, thresholds(ctx));
+  const changes: RunView["cache_changes"] = [];
+  let updated = run;
+  if (obs.kind === "live") {
+    const patch: Partial<RunRecord> = {};
+    const change = <K extends keyof RunRecord>(field: K, to: RunRecord[K]) => {
+      if (to !== undefined && to !== run[field]) {
+        patch[field] = to;
+        changes.push({ field, from: run[field] as string | number | null, to: to as string | number | null });
+      }
+    };
+    if (d.cache_status) change("status", d.cache_status);
+    if (d.exit_code !== null) change("exit_code", d.exit_code);
+    if (d.cache_failure_reason !== undefined) change("failure_reason", d.cache_failure_reason.slice(0, 2000));
+    if (d.db_path && obs.result.db?.exists) change("smithers_db_path", d.db_path);
+    if (d.engine_pid !== null && d.engine_alive) change("engine_pid", d.engine_pid);
+    const dbRun = obs.result.db?.run;
+    if (dbRun?.finished_at_ms && ["done", "failed", "cancelled"].includes(d.cache_status ?? "")) {
+      // Engine times are on the VM clock; recorded as the engine reported them.
+      change("finished_at_ms", dbRun.finished_at_ms);
+    }
+    const summary = {
+      vm_status: d.vm_status,
+      current_task: d.current_task,
+      progress: d.progress,
+      db_size_bytes: d.db_size_bytes,
+      last_failed: d.last_failed,
+      effective_status: d.effective_status,
+      exit_code: d.exit_code,
+      tool: obs.tool,
+    };
+    updated = ctx.registry().updateRun(
+      run.id,
+      { ...patch, last_check_at_ms: hostNow, last_check_status: d.effective_status, last_check_json: JSON.stringify(summary).slice(0, 16_000) },
+      hostNow,
+    );
+    if (patch.status !== undefined) ctx.registry().recordEvent(run.id, "status", { from: run.status, to: patch.status, reason: d.reason }, hostNow);
+  }
+  return toView(run, updated, d, obs, hostNow, changes);
+}
+
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+function toView(before: RunRecord, after: RunRecord, d: DerivedState, obs: Observation, hostNow: number, changes: RunView["cache_changes"]): RunView {
+  const { cache_status: _cs, cache_failure_reason: _cf, ...derived } = d;
+  const checkedMs = obs.kind === "live" ? hostNow : before.last_check_at_ms;
+  return {
+    id: before.id,
+    vm: before.vm,
+    driver: before.driver,
+    label: before.label,
+    status: before.status,
+    smithers_run_id: before.smithers_run_id,
+    control_dir: before.control_dir,
+    workflow_path: before.workflow_path,
+    engine_version: before.engine_version,
+    created_at: new Date(before.created_at_ms).toISOString(),
+    started_at: iso(before.started_at_ms),
+    finished_at: iso(after.finished_at_ms),
+    checked_at: iso(checkedMs),
+    checked_at_ms: checkedMs,
+    cache_updated: changes.length > 0,
+    cache_changes: changes,
+    resume_count: before.resume_count,
+    failure_reason: after.failure_reason,
+    probe_tool: obs.kind === "live" ? obs.tool : null,
+    unreachable_reason: obs.kind === "unreachable" ? obs.reason : null,
+    ...derived,
+  };
+}
+
+/** Look up a run or throw NotFoundError (exit 4). */
+export function requireRun(ctx: Context, id: number): RunRecord {
+  if (!Number.isInteger(id) || id <= 0) throw new UsageError(`--id must be a positive integer, got ${JSON.stringify(id)}`, "e.g. --id 113; see `fabrik runs list`");
+  const run = ctx.registry().getRun(id);
+  if (!run) throw new NotFoundError(`run ${id} does not exist`, "see `fabrik runs list` for run ids");
+  return run;
+}
+
+/** `runs show`: one run, live unless `live` is false (then the VM is never touched). */
+export async function showRun(ctx: Context, id: number, opts: { live: boolean; nodes?: boolean }): Promise<RunView> {
+  const run = requireRun(ctx, id);
+  if (!opts.live) return reconcile(ctx, run, { kind: "none" });
+  const driver = ctx.drivers.get(run.driver);
+  const { observations } = await observeVm(ctx, driver, run.vm, [run], { nodes: opts.nodes });
+  return reconcile(ctx, run, observations.get(run.id)!);
+}
+
+/** Parse `--since` (`90s`, `30m`, `2h`, `7d`, or an ISO date) into epoch ms. Throws UsageError. */
+export function parseSince(since: string, nowMs: number): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$/.exec(since.trim());
+  if (m) {
+    const mult = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as "s"];
+    return nowMs - Number(m[1]) * mult;
+  }
+  const t = Date.parse(since);
+  if (Number.isFinite(t)) return t;
+  throw new UsageError(`--since ${JSON.stringify(since)} is not a duration or a date`, "e.g. --since 2h, --since 7d, --since 2026-11-01");
+}
+
+export interface ListRequest {
+  vm?: string | undefined;
+  statuses?: string[] | undefined;
+  limit: number;
+  since?: string | undefined;
+  live: boolean;
+}
+
+/**
+ * `runs list`: the newest runs (filtered), probed live with one round trip per VM, VMs in parallel with a
+ * concurrency cap and a per-VM deadline. An unreachable VM gives `unreachable` rows with cached values and
+ * one warning; the command still succeeds.
+ */
+export async function listRunViews(ctx: Context, req: ListRequest): Promise<{ views: RunView[]; warnings: string[] }> {
+  const statuses: HostStatus[] = [];
+  for (const s of req.statuses ?? []) {
+    for (const part of s.split(",")) {
+      const v = part.trim();
+      if (!v) continue;
+      if (!isHostStatus(v)) throw new UsageError(`unknown status ${JSON.stringify(v)}`, "use launching, running, waiting, done, failed, cancelled or unknown");
+      statuses.push(v);
+    }
+  }
+  if (!Number.isInteger(req.limit) || req.limit <= 0) throw new UsageError(`--limit must be a positive integer`, "e.g. --limit 50");
+  const filter: RunFilter = { vm: req.vm, statuses, limit: req.limit, sinceMs: req.since ? parseSince(req.since, ctx.now()) : undefined };
+  const runs = ctx.registry().listRuns(filter);
+  if (!req.live) return { views: runs.map((r) => reconcile(ctx, r, { kind: "none" })), warnings: [] };
+  const byVm = new Map<string, RunRecord[]>();
+  for (const r of runs) {
+    const list = byVm.get(r.vm) ?? [];
+    list.push(r);
+    byVm.set(r.vm, list);
+  }
+  const limit = pLimit(ctx.config.probeConcurrency);
+  const warnings: string[] = [];
+  const results = await Promise.all(
+    [...byVm.entries()].map(([vm, vmRuns]) =>
+      limit(async () => {
+        const driver = ctx.drivers.get(vmRuns[0]!.driver);
+        const r = await observeVm(ctx, driver, vm, vmRuns);
+        if (r.error) warnings.push(`VM ${vm} is unreachable (${r.error}); showing cached values for ${vmRuns.length} run(s)`);
+        return r.observations;
+      }),
+    ),
+  );
+  const all = new Map<number, Observation>();
+  for (const m of results) for (const [k, v] of m) all.set(k, v);
+  return { views: runs.map((r) => reconcile(ctx, r, all.get(r.id) ?? { kind: "none" })), warnings };
+}

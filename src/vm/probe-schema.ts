@@ -1,0 +1,200 @@
+/**
+ * The probe's wire format: what the host asks (`ProbeRequest`, JSON on the probe's stdin) and what the VM
+ * answers (`ProbeResponse`, JSON on stdout). The VM is untrusted, so the host validates every answer with
+ * these zod schemas; strings are length-capped here as well as in the guest.
+ *
+ * Units: times are epoch ms on the VM's clock (`now_ms` is that clock at probe time, so ages are computed
+ * without host/VM skew), sizes are bytes.
+ */
+import { z } from "zod";
+
+/** Probe wire-format version (both directions). */
+export const PROBE_VERSION = 1;
+
+const str = (max: number) => z.string().max(max);
+const int = z.number().int();
+const nint = int.nullable();
+const ms = z.number().int().nonnegative().nullable();
+
+/** One run to look at. */
+export const ProbeRunRequestSchema = z.object({
+  /** Echoed back: the host run id as a string, or a discovery key. */
+  key: str(200),
+  /** Absolute control dir in the guest, or null (a bare DB import). */
+  control_dir: str(4096).nullable(),
+  /** Absolute DB path, or null to look for it (control dir's `.smithers/*.db`, `smithers.db` candidates). */
+  db_path: str(4096).nullable(),
+  /** The run to read from the DB; null = the most recently started run in it. */
+  smithers_run_id: str(200).nullable(),
+});
+export type ProbeRunRequest = z.infer<typeof ProbeRunRequestSchema>;
+
+export const ProbeRequestSchema = z.object({
+  v: z.literal(PROBE_VERSION),
+  runs: z.array(ProbeRunRequestSchema).max(1000),
+  /** Also return the run's node list (for watch), at most `max_nodes` rows. */
+  nodes: z.boolean().default(false),
+  max_nodes: int.positive().max(5000).default(500),
+  /** Byte size above which a response_text/error_json value counts as oversized (default 100 KB). */
+  row_size_warn_bytes: int.positive().default(100 * 1024),
+  /** List control dirs under these roots (for `runs import`). */
+  discover_roots: z.array(str(4096)).max(20).default([]),
+  /** Characters kept of error messages. */
+  error_chars: int.positive().max(4000).default(500),
+});
+export type ProbeRequest = z.input<typeof ProbeRequestSchema>;
+
+/** A pid and whether it lives inside the VM (signal 0; a zombie counts as alive, as the engine counts it). */
+export const PidFactSchema = z.object({
+  pid: int.positive(),
+  alive: z.boolean(),
+  /** Process state letter from /proc (R, S, Z, …) when alive and readable. */
+  state: str(4).nullable(),
+  /** First 200 chars of the command line, when readable. */
+  cmdline: str(200).nullable(),
+});
+export type PidFact = z.infer<typeof PidFactSchema>;
+
+/** What the launcher left in the control dir. */
+export const ControlFactsSchema = z.object({
+  exists: z.boolean(),
+  /** heartbeat.json parsed (only known fields kept), or null when missing/garbage. */
+  heartbeat: z
+    .object({
+      v: int.nullable(),
+      ts_ms: ms,
+      seq: nint,
+      phase: str(40).nullable(),
+      host_run_id: nint,
+      smithers_run_id: str(200).nullable(),
+      launcher_pid: nint,
+      child_pid: nint,
+      engine_pid: nint,
+      engine_version: str(100).nullable(),
+      interval_s: z.number().nullable(),
+      exit_code: nint,
+    })
+    .nullable(),
+  /** Why heartbeat.json could not be used ("missing", "not JSON", "too large"), or null. */
+  heartbeat_error: str(300).nullable(),
+  heartbeat_mtime_ms: ms,
+  launcher: PidFactSchema.nullable(),
+  child: PidFactSchema.nullable(),
+  engine: PidFactSchema.nullable(),
+  /** exit_code file: the integer, or null when absent. */
+  exit_code: nint,
+  /** exit_code present but not an integer. */
+  exit_code_garbage: z.boolean(),
+  log_size_bytes: int.nonnegative().nullable(),
+  log_mtime_ms: ms,
+  /** "string or blob too big" appears in the last 256 KiB of the log (guide Issue 2). */
+  log_blob_too_big: z.boolean(),
+  /** Engine version pinned in run.sh (`ENGINE_VERSION=` or an `smithers-orchestrator@X` / `#ref` mention). */
+  run_sh_engine: str(200).nullable(),
+});
+export type ControlFacts = z.infer<typeof ControlFactsSchema>;
+
+export const DbRunSchema = z.object({
+  run_id: str(200),
+  status: str(60),
+  workflow_name: str(300).nullable(),
+  workflow_path: str(4096).nullable(),
+  created_at_ms: ms,
+  started_at_ms: ms,
+  finished_at_ms: ms,
+  /** 0.32 only; null when the column is missing or empty. */
+  heartbeat_at_ms: ms,
+  runtime_owner_id: str(300).nullable(),
+  /** The pid in `pid:<pid>:<uuid>`, checked inside the VM. */
+  owner: PidFactSchema.nullable(),
+  /** error_json's message, truncated. */
+  error: str(4000).nullable(),
+});
+export type DbRun = z.infer<typeof DbRunSchema>;
+
+export const NodeFactSchema = z.object({
+  node_id: str(500),
+  iteration: int,
+  state: str(60),
+  last_attempt: nint,
+  updated_at_ms: ms,
+  label: str(500).nullable(),
+  /** For in-progress nodes: the attempt's start time. */
+  started_at_ms: ms,
+  /** For failed nodes: the attempt's error message, truncated. */
+  error: str(4000).nullable(),
+});
+export type NodeFact = z.infer<typeof NodeFactSchema>;
+
+export const DbFactsSchema = z.object({
+  path: str(4096),
+  exists: z.boolean(),
+  size_bytes: int.nonnegative().nullable(),
+  wal_size_bytes: int.nonnegative().nullable(),
+  /** `modern` (0.32: heartbeat/owner columns), `legacy` (0.5: neither), `unknown` (no _smithers_runs). */
+  schema: z.enum(["modern", "legacy", "unknown"]),
+  /** Columns fabrik looks for that this DB lacks (e.g. heartbeat_at_ms, runtime_owner_id). */
+  missing_columns: z.array(str(100)).max(50),
+  /** Open/read error ("locked", "not a database", …), or null. */
+  error: str(500).nullable(),
+  run: DbRunSchema.nullable(),
+  /** Number of runs in this DB (several runs may share one DB). */
+  runs_in_db: nint,
+  /** Node counts by state for THIS run id only (iterations counted as separate nodes). */
+  by_state: z.record(str(60), int.nonnegative()),
+  total_nodes: int.nonnegative(),
+  /** In-progress nodes, most recently started first (at most 20). */
+  in_progress: z.array(NodeFactSchema).max(20),
+  last_failed: NodeFactSchema.nullable(),
+  /** Largest value sizes in bytes, read without reading the values (octet_length); null when unknown. */
+  max_response_text_bytes: int.nonnegative().nullable(),
+  max_error_json_bytes: int.nonnegative().nullable(),
+  /** Values above `row_size_warn_bytes` in this run; null when unknown. */
+  oversized_values: int.nonnegative().nullable(),
+  /** The run's nodes (only when asked with `nodes: true`), in execution order. */
+  nodes: z.array(NodeFactSchema).max(5000).nullable(),
+  nodes_truncated: z.boolean(),
+});
+export type DbFacts = z.infer<typeof DbFactsSchema>;
+
+export const ProbeRunResultSchema = z.object({
+  key: str(200),
+  control: ControlFactsSchema.nullable(),
+  db: DbFactsSchema.nullable(),
+  /** Probe-level problems for this run (never fatal to the whole probe). */
+  errors: z.array(str(500)).max(20),
+});
+export type ProbeRunResult = z.infer<typeof ProbeRunResultSchema>;
+
+export const DiscoveredRunSchema = z.object({
+  control_dir: str(4096),
+  /** fabrik-run.json content if present (host id, smithers run id, engine version). */
+  meta: z
+    .object({
+      host_run_id: nint.optional(),
+      smithers_run_id: str(200).nullable().optional(),
+      engine_version: str(100).nullable().optional(),
+      db_path: str(4096).nullable().optional(),
+      workflow: str(500).nullable().optional(),
+    })
+    .nullable(),
+  /** DB files found under the control dir (`.smithers/*.db`, `smithers.db`). */
+  db_paths: z.array(str(4096)).max(20),
+  /** Run ids found in those DBs (first DB), most recent first. */
+  run_ids: z.array(str(200)).max(100),
+  workflow_path: str(4096).nullable(),
+});
+export type DiscoveredRun = z.infer<typeof DiscoveredRunSchema>;
+
+export const ProbeResponseSchema = z.object({
+  v: z.literal(PROBE_VERSION),
+  /** What ran the probe: `bun` (bun:sqlite, SQLite ≥ 3.43 with octet_length) or `python3` (fallback). */
+  tool: z.enum(["bun", "python3"]),
+  tool_version: str(100),
+  sqlite_version: str(40),
+  /** The VM's clock at probe time, epoch ms. */
+  now_ms: int.positive(),
+  runs: z.array(ProbeRunResultSchema).max(1000),
+  discovered: z.array(DiscoveredRunSchema).max(1000),
+});
+export type ProbeResponse = z.infer<typeof ProbeResponseSchema>;
