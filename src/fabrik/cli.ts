@@ -74,7 +74,8 @@ export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
 
   return yargs(argv)
     .scriptName("fabrik")
-    .parserConfiguration({ "populate--": true })
+    // Words after `--` are passed to the guest verbatim (no number parsing: `-0` must stay `-0`).
+    .parserConfiguration({ "populate--": true, "parse-numbers": false, "parse-positional-numbers": false })
     .usage("fabrik — run, watch and resume durable Smithers workflow runs across a fleet of VMs\n\nUsage: $0 <command> [options]")
     .version(VERSION)
     .option("json", { type: "boolean", default: false, describe: "print data as JSON on stdout (warnings and progress go to stderr)", global: true })
@@ -92,10 +93,12 @@ export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
               .option("memory", { type: "number", describe: "memory in GiB" })
               .option("disk", { type: "number", describe: "disk in GiB" })
               .option("driver", { choices: ["lima", "local"] as const, describe: "VM driver (default: config `driver`, else lima)" })
-              .option("engine", { type: "string", describe: "engine version to install (default 0.32.0)" })
-              .option("no-engine", { type: "boolean", default: false, describe: "do not install the engine now (it is installed before the first run)" })
+              .option("engine", { type: "string", describe: "engine version to install (default 0.32.0); --no-engine: install it before the first run instead" })
               .option("timeout", { type: "number", default: 600, describe: "seconds to wait for the VM to boot" }),
-          lazy(() => import("./commands/vm-create.js"), state, (a: { driver?: DriverName; engine?: string }) => ({ driver: a.driver, engine: a.engine })),
+          lazy(() => import("./commands/vm-create.js"), state, (a: { driver?: DriverName; engine?: string | boolean }) => ({
+            driver: a.driver,
+            engine: typeof a.engine === "string" ? a.engine : undefined,
+          })),
         )
         .command(
           "list",
@@ -165,7 +168,7 @@ export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
           .option("name", { type: "string", describe: "a label for the run" })
           .option("engine", { type: "string", describe: "engine version (default: config, else 0.32.0)" })
           .option("follow", { type: "boolean", default: false, describe: "stream the log until the run ends" }),
-      lazy(() => import("./commands/run.js"), state, (a: { engine?: string }) => ({ engine: a.engine })),
+      lazy(() => import("./commands/run.js"), state, (a: { engine?: string | boolean }) => ({ engine: typeof a.engine === "string" ? a.engine : undefined })),
     )
     .command("runs", "inspect runs: list, show, watch, import", (y) =>
       y

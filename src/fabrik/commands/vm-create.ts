@@ -13,9 +13,8 @@ interface Args {
   cpus?: number;
   memory?: number;
   disk?: number;
-  noEngine?: boolean;
-  "no-engine"?: boolean;
-  engine?: string;
+  /** A version, or false for `--no-engine`. */
+  engine?: string | boolean;
   timeout: number;
 }
 
@@ -29,7 +28,7 @@ export async function run(ctx: Context, args: Args): Promise<void> {
     diskGiB: args.disk,
     timeoutMs: args.timeout * 1000,
   };
-  const skipEngine = Boolean(args.noEngine ?? args["no-engine"]);
+  const skipEngine = args.engine === false;
   if (!skipEngine) requireEngineDialect(ctx.config.engineVersion);
   const { template } = await validateCreate(ctx, req);
   let info: VmInfo | undefined;
