@@ -1,0 +1,164 @@
+/**
+ * Issue 2 walkthrough, through the built CLI: two VMs with the real `lima` driver against the stand-in
+ * limactl, then the same with `--driver local`; plus the bad-input table.
+ */
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import fs from "node:fs";
+import path from "node:path";
+import { fabrik, json, makeTestEnv, standinUnavailable, stopAllLocalVms, stopAllStandinVms, type TestEnv } from "../helpers/cli.js";
+
+const skip = standinUnavailable();
+
+/** Alive and not a zombie (this machine's pid 1 reaps orphans lazily). */
+function running(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+interface VmRow {
+  name: string;
+  driver: string;
+  status: string;
+  guest_home: string | null;
+  active_runs: number;
+}
+
+describe.skipIf(skip)("vm walkthrough (lima driver, stand-in limactl)", () => {
+  let t: TestEnv;
+  beforeAll(() => {
+    t = makeTestEnv();
+  });
+  afterAll(() => stopAllStandinVms(t));
+
+  it("creates two VMs and lists them (table and --json)", () => {
+    for (const n of ["alpha", "beta"]) {
+      const r = fabrik(t, ["vm", "create", n, "--no-engine"]);
+      expect(r.stderr).toContain(`create and start lima VM ${n}`);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toBe(`${n}\n`);
+    }
+    const table = fabrik(t, ["vm", "list"]);
+    expect(table.code).toBe(0);
+    const lines = table.stdout.trim().split("\n");
+    expect(lines[0]).toMatch(/^NAME\tSTATUS\tDRIVER/);
+    expect(lines.slice(1).map((l) => l.split("\t").slice(0, 3))).toEqual([
+      ["alpha", "Running", "lima"],
+      ["beta", "Running", "lima"],
+    ]);
+    const rows = json<VmRow[]>(fabrik(t, ["vm", "list", "--json"]));
+    expect(rows.map((r) => [r.name, r.status, r.driver, r.active_runs])).toEqual([
+      ["alpha", "Running", "lima", 0],
+      ["beta", "Running", "lima", 0],
+    ]);
+    expect(rows[0]!.guest_home).toBe("/home/root.guest");
+    expect(fabrik(t, ["vm", "list", "-q"]).stdout).toBe("alpha\nbeta\n");
+  });
+
+  it("passes the guest's exit code and stdin through vm shell", () => {
+    expect(fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "exit 7"]).code).toBe(7);
+    const r = fabrik(t, ["vm", "shell", "alpha", "--", "tr", "a-z", "A-Z"], { input: "hello stdin\n" });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe("HELLO STDIN\n");
+    const q = fabrik(t, ["vm", "shell", "alpha", "--", "printf", "%s|", "a b", "$HOME", "it's"]);
+    expect(q.stdout).toBe("a b|$HOME|it's|");
+  });
+
+  it("keeps VMs apart: a process in one is invisible from the other", () => {
+    const start = fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!"]);
+    const pid = start.stdout.trim();
+    expect(pid).toMatch(/^\d+$/);
+    expect(fabrik(t, ["vm", "shell", "alpha", "--", "kill", "-0", pid]).code).toBe(0);
+    expect(fabrik(t, ["vm", "shell", "beta", "--", "kill", "-0", pid]).code).not.toBe(0);
+    const psBeta = fabrik(t, ["vm", "shell", "beta", "--", "ps", "-eo", "pid,args"]);
+    expect(psBeta.stdout).not.toContain("sleep 300");
+    const psAlpha = fabrik(t, ["vm", "shell", "alpha", "--", "ps", "-eo", "pid,args"]);
+    expect(psAlpha.stdout).toContain("sleep 300");
+    // Separate guest homes with the same path.
+    fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "echo a > ~/marker"]);
+    expect(fabrik(t, ["vm", "shell", "beta", "--", "cat", "/home/root.guest/marker"]).code).not.toBe(0);
+  });
+
+  it("stops one VM (Stopped, its processes gone) and deletes it", () => {
+    const r = fabrik(t, ["vm", "stop", "alpha"]);
+    expect(r.code).toBe(0);
+    const rows = json<VmRow[]>(fabrik(t, ["vm", "list", "--json"]));
+    expect(rows.find((x) => x.name === "alpha")!.status).toBe("Stopped");
+    const sh = fabrik(t, ["vm", "shell", "alpha", "--", "true"]);
+    expect(sh.code).toBe(6);
+    expect(sh.stderr).toMatch(/VM alpha is Stopped.*fabrik vm start alpha/);
+    expect(fabrik(t, ["vm", "delete", "alpha"]).code).toBe(0);
+    expect(json<VmRow[]>(fabrik(t, ["vm", "list", "--json"])).map((x) => x.name)).toEqual(["beta"]);
+    expect(fs.existsSync(path.join(t.limaHome, "alpha"))).toBe(false);
+  });
+
+  it("vm stop carries on past failures and reports them all", () => {
+    const r = fabrik(t, ["vm", "stop", "nope", "beta"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("nope");
+    expect(r.stdout).toContain("beta\tstopped");
+    expect(json<VmRow[]>(fabrik(t, ["vm", "list", "--json"]))[0]!.status).toBe("Stopped");
+  });
+
+  it("bad input: one clear line, documented exit code, nothing changed", () => {
+    const before = fabrik(t, ["vm", "list", "--json"]).stdout;
+    const cases: { args: string[]; code: number; msg: RegExp; env?: NodeJS.ProcessEnv }[] = [
+      { args: ["vm", "create", "bad name!", "--no-engine"], code: 2, msg: /invalid VM name/ },
+      { args: ["vm", "shell", "ghost", "--", "true"], code: 4, msg: /VM ghost does not exist/ },
+      { args: ["vm", "shell", "beta", "--", "true"], code: 6, msg: /beta is Stopped/ },
+      { args: ["vm", "create", "gamma", "--no-engine"], code: 7, msg: /limactl not found/, env: { ...t.env, PATH: "/usr/bin:/bin" } },
+      { args: ["vm", "create", "gamma", "--no-engine"], code: 7, msg: /Lima 1\.0\.0 is too old/, env: { ...t.env, LIMACTL_STANDIN_VERSION: "1.0.0", FABRIK_HOME: path.join(t.tmp, "fh-old") } },
+      { args: ["vm", "list"], code: 2, msg: /unknown|Unknown/, env: undefined },
+      { args: ["vm", "create", "gamma", "--template", "/nonexistent.yaml"], code: 1, msg: /cannot read template/ },
+    ];
+    cases[5]!.args = ["vm", "list", "--bogus"];
+    for (const c of cases) {
+      const r = fabrik(t, c.args, { env: c.env });
+      expect(r.code, `${c.args.join(" ")}: ${r.stderr}`).toBe(c.code);
+      expect(r.stderr).toMatch(c.msg);
+      expect(r.stderr).not.toMatch(/\n\s+at /); // never a stack trace
+    }
+    fs.writeFileSync(path.join(t.tmp, "config.json"), "{ corrupt");
+    const cfg = fabrik(t, ["vm", "list"]);
+    expect(cfg.code).toBe(3);
+    expect(cfg.stderr).toContain("config.json");
+    fs.rmSync(path.join(t.tmp, "config.json"));
+    expect(fabrik(t, ["vm", "list", "--json"]).stdout).toBe(before);
+    expect(fs.existsSync(path.join(t.limaHome, "gamma"))).toBe(false);
+  });
+});
+
+describe("vm walkthrough (local driver)", () => {
+  let t: TestEnv;
+  beforeAll(() => {
+    t = makeTestEnv();
+  });
+  afterAll(() => stopAllLocalVms(t));
+
+  it("create, list, shell, stop, delete", () => {
+    for (const n of ["l1", "l2"]) expect(fabrik(t, ["vm", "create", n, "--driver", "local", "--no-engine"]).code).toBe(0);
+    const rows = json<VmRow[]>(fabrik(t, ["vm", "list", "--json"]));
+    expect(rows.map((r) => [r.name, r.status, r.driver])).toEqual([
+      ["l1", "Running", "local"],
+      ["l2", "Running", "local"],
+    ]);
+    expect(rows[0]!.guest_home).toBe(path.join(t.fabrikHome, "local-vms", "l1", "home"));
+    expect(fabrik(t, ["vm", "shell", "l1", "--", "bash", "-c", "exit 5"]).code).toBe(5);
+    expect(fabrik(t, ["vm", "shell", "l1", "--", "cat"], { input: "via stdin" }).stdout).toBe("via stdin");
+    expect(fabrik(t, ["vm", "shell", "l1", "--", "bash", "-c", "echo $HOME"]).stdout.trim()).toBe(rows[0]!.guest_home);
+    // stop is a power-off: processes of the VM die
+    const pid = fabrik(t, ["vm", "shell", "l1", "--", "bash", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!"]).stdout.trim();
+    expect(running(Number(pid))).toBe(true);
+    expect(fabrik(t, ["vm", "stop", "l1"]).code).toBe(0);
+    expect(running(Number(pid))).toBe(false);
+    expect(json<VmRow[]>(fabrik(t, ["vm", "list", "--json"]))[0]!.status).toBe("Stopped");
+    expect(fabrik(t, ["vm", "shell", "l1", "--", "true"]).code).toBe(6);
+    expect(fabrik(t, ["vm", "start", "l1"]).code).toBe(0);
+    expect(fabrik(t, ["vm", "delete", "l1"]).code).toBe(5); // running: refuses without --force
+    expect(fabrik(t, ["vm", "delete", "--force", "l1"]).code).toBe(0);
+    expect(json<VmRow[]>(fabrik(t, ["vm", "list", "--json"])).map((r) => r.name)).toEqual(["l2"]);
+  });
+});
