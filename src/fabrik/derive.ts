@@ -271,7 +271,11 @@ export function deriveRunState(cache: RunRecord, obs: Observation, nowMs: number
     else if (d.exit_code !== null) set(d.exit_code === 0 ? "unknown" : "failed", `engine exited with code ${d.exit_code} and left no DB at ${d.db_path}`);
     else if (c && !c.exists) set("unknown", `neither the control dir ${cache.control_dir} nor the DB exists in VM ${cache.vm}`);
     else set("unknown", `no DB at ${d.db_path} and no engine process`);
-    diag({ code: "DB_MISSING", severity: "error", message: `the Smithers DB ${d.db_path} does not exist in VM ${cache.vm}`, next_command: `fabrik vm shell ${cache.vm} -- ls -la ${shellSafe(cache.control_dir)}` });
+    if (engineAlive === true) {
+      diag({ code: "DB_MISSING", severity: "info", message: `the engine has not created its DB yet (${d.db_path})`, next_command: null });
+    } else {
+      diag({ code: "DB_MISSING", severity: "error", message: `the Smithers DB ${d.db_path} does not exist in VM ${cache.vm}`, next_command: `fabrik vm shell ${cache.vm} -- ls -la ${shellSafe(cache.control_dir)}` });
+    }
   } else if (db.error) {
     if (engineAlive === true) set("running", `engine process alive; DB unreadable right now (${db.error})`);
     else set("unknown", `DB unreadable (${db.error}) and no engine process`);
@@ -288,7 +292,7 @@ export function deriveRunState(cache: RunRecord, obs: Observation, nowMs: number
     set(s, `the engine recorded the run as ${run.status}`);
     if (s === "failed") {
       const where = d.last_failed ? ` at ${d.last_failed.node_id}${d.last_failed.error ? `: ${d.last_failed.error}` : ""}` : run.error ? `: ${run.error}` : "";
-      diag({ code: "RUN_FAILED", severity: "error", message: `the run failed${where}`, next_command: `${resumeCmd}  # after fixing the cause: re-runs the failed task, keeps finished work` });
+      diag({ code: "RUN_FAILED", severity: "error", message: `the run failed${where}; once the cause is fixed, resume re-runs the failed task and keeps finished work`, next_command: resumeCmd });
     } else if (s === "cancelled") {
       diag({ code: "RUN_CANCELLED", severity: "info", message: "the run was cancelled (SIGTERM/SIGINT or a cancel request)", next_command: resumeCmd });
     }

@@ -196,7 +196,17 @@ forward() {
 trap 'forward TERM' TERM
 trap 'forward INT' INT
 trap 'forward HUP' HUP
-trap 'code=$?; [ -n "$child" ] || write_exit "$code"' EXIT
+on_exit() {
+  local code=$1
+  [ -n "$exit_written" ] && return 0
+  if [ -z "$child" ]; then
+    write_exit "$code"
+  elif ! kill -0 "$child" 2>/dev/null; then
+    wait "$child" 2>/dev/null
+    write_exit "$?"
+  fi
+}
+trap 'on_exit $?' EXIT
 
 if [ "$MODE" = resume ]; then
   log "===== fabrik resume of host run $HOST_RUN_ID (smithers run $SMITHERS_RUN_ID) ====="
@@ -235,12 +245,13 @@ while :; do
   done_pid=""
   wait -n -p done_pid "$child" "$sleeper"
   st=$?
-  if [ "$done_pid" = "$child" ]; then
+  # "wait -n -p" leaves done_pid unset when a trapped signal interrupts it.
+  if [ "\${done_pid:-}" = "$child" ]; then
     code=$st
     kill "$sleeper" 2>/dev/null
     break
   fi
-  if [ -z "$done_pid" ]; then
+  if [ -z "\${done_pid:-}" ]; then
     # Interrupted by a forwarded signal: stop the sleeper and look again.
     kill "$sleeper" 2>/dev/null
     if ! kill -0 "$child" 2>/dev/null; then

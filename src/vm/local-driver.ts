@@ -262,7 +262,7 @@ export function hostNetworkEnv(env: NodeJS.ProcessEnv): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) {
     if (v === undefined) continue;
-    if (/^(https?_proxy|no_proxy|all_proxy)$/i.test(k) || /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR)$/.test(k) || /^npm_config_(registry|cafile|ca|strict_ssl|proxy|https_proxy|noproxy)$/i.test(k)) {
+    if (/^(https?_proxy|no_proxy|all_proxy)$/i.test(k) || /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR)$/.test(k) || /^npm_config_(registry|cafile|ca|strict_ssl|proxy|https_proxy|noproxy|fetch_retries|fetch_retry_mintimeout|fetch_retry_maxtimeout|fetch_timeout)$/i.test(k)) {
       out[k] = v;
     }
   }

@@ -1,6 +1,25 @@
+/** `fabrik runs watch --vm NAME [--run-id N]`: live view until the runs end; Ctrl-C exits 130 and never touches a run. */
 import type { Context } from "../context.js";
-import { FabrikError } from "../errors.js";
+import { watchRuns } from "../watch.js";
 
-export async function run(_ctx: Context, _args: unknown): Promise<void> {
-  throw new FabrikError("internal", 1, "runs-watch is not built yet");
+interface Args {
+  vm: string;
+  runId?: number;
+  "run-id"?: number;
+  interval: number;
+  timeout?: number;
+  exitStatus?: boolean;
+  "exit-status"?: boolean;
+  notify: boolean;
+}
+
+export async function run(ctx: Context, args: Args): Promise<number> {
+  return watchRuns(ctx, {
+    vm: args.vm,
+    runId: args.runId ?? args["run-id"],
+    intervalS: args.interval,
+    timeoutS: args.timeout,
+    exitStatus: Boolean(args.exitStatus ?? args["exit-status"]),
+    notify: args.notify,
+  });
 }
