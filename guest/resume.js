@@ -407,7 +407,7 @@ function runChecks(req, out) {
     check("run-unchanged", false, `the plan expected ${req.expected_mode}, the DB now says ${m.mode}`, ["RUN_CHANGED", "the run changed since fabrik looked at it", "run the command again"]);
   }
   const owner = ownerPid(st.run.runtime_owner_id);
-  if (owner !== null && st.run.status === "running") {
+  if (owner !== null) {
     const info = pidInfo(owner, self);
     check(`owner-${owner}`, !info.alive, `DB owner ${st.run.runtime_owner_id}: pid ${owner} ${info.alive ? `is alive${info.state === "Z" ? " (a zombie: still counts)" : ""}` : "is dead"}`, [
       "OWNER_ALIVE",

@@ -1,0 +1,568 @@
+/**
+ * Planning a resume: PURE. From the run's registry row, one live observation (the probe, with the node list)
+ * and the options, decide whether continuing the run is safe, what will be reset, where the backup goes and
+ * the exact `resume-N.sh` — no I/O, `now` injected. The VM re-checks everything at apply time
+ * (`guest/resume.js`); this plan is what the user sees first and what `--dry-run` prints.
+ *
+ * Safety rules (smithers-engine.md, "What a crash leaves, and how a run continues"):
+ * - a living engine owner, launched child or launcher (a zombie counts) refuses; `--force` NEVER overrides it;
+ * - a fresh engine heartbeat (< engineHeartbeatStaleMs, 30 s) refuses unless `--force`;
+ * - a `finished` run, a missing/unreadable/unknown DB, a run row absent, a missing control dir refuse;
+ * - the script continues the SAME run id: `up WF --resume ID` / `retry-task WF --run-id ID --node-id N` (0.32),
+ *   `run WF --run-id ID --resume` (0.5). Never `smithers resume`, never an engine start without the run id
+ *   (the guide's "Resume Creates New Runs" bug).
+ */
+import type { RunRecord } from "../fabrik/registry.js";
+import type { Observation } from "../fabrik/derive.js";
+import type { DbFacts, NodeFact, PidFact } from "../vm/probe-schema.js";
+import { buildLauncherScript, resumeEngineArgs, type EngineCommand } from "../vm/launcher.js";
+import { engineDialect, engineLayout, isSupportedEngineVersion, type EngineDialect } from "../vm/engine-recipe.js";
+import { shellJoin } from "../vm/shell-quote.js";
+
+/** How the run continues. */
+export type ResumeMode =
+  /** DB status `running`, engine dead: close the interrupted attempt, continue. */
+  | "continue-interrupted"
+  /** DB status `failed`: re-run the failed task(s), keep finished work. */
+  | "retry-failed"
+  /** DB status `cancelled`: continue from the cancelled task. */
+  | "continue-cancelled";
+
+export const RESUME_MODES: readonly ResumeMode[] = ["continue-interrupted", "retry-failed", "continue-cancelled"];
+
+const MODE_TEXT: Record<ResumeMode, string> = {
+  "continue-interrupted": "continue an interrupted run",
+  "retry-failed": "retry a failed node",
+  "continue-cancelled": "continue a cancelled run",
+};
+
+/** How many backups per run are kept in `<control dir>/backups`. */
+export const KEEP_BACKUPS = 3;
+
+/** One safety check: passed or failed, with what was seen. `source` says who checked: the probe or the VM at apply time. */
+export interface ResumeCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+  source: "probe" | "vm";
+}
+
+/** Why a resume is refused, and what to do about it. */
+export interface ResumeReason {
+  code: string;
+  message: string;
+  hint: string | null;
+}
+
+export interface ResumeOptions {
+  /** Override a fresh engine heartbeat (never a living process). */
+  force: boolean;
+  /** Truncate oversized response_text/error_json values first and VACUUM. */
+  fix: boolean;
+  /** `--fix`: bytes kept per value (the tail). */
+  fixLimitBytes: number;
+}
+
+export interface ResumeThresholds {
+  /** Engine rule RUN_HEARTBEAT_STALE_MS (30 s; config `engineHeartbeatStaleMs`). */
+  engineHeartbeatStaleMs: number;
+}
+
+export interface PlanInput {
+  run: RunRecord;
+  /** ONE live observation with `nodes` (or why there is none). */
+  observation: Observation;
+  options: ResumeOptions;
+  thresholds: ResumeThresholds;
+  /** Host clock, epoch ms (backup stamp). */
+  now: number;
+  /** The guest user's home (engines live under `<home>/.fabrik/engines/<version>`); null = derive from the control dir. */
+  guestHome: string | null;
+  /** heartbeat.json period of the resume launcher, seconds. */
+  heartbeatIntervalS: number;
+}
+
+/** A state change the reset will make (attempt numbers are the latest known; the VM reports the exact list). */
+export interface PlannedAttemptReset {
+  node_id: string;
+  iteration: number;
+  attempt: number | null;
+  from: string;
+  to: "cancelled";
+}
+export interface PlannedNodeReset {
+  node_id: string;
+  iteration: number;
+  from: string;
+  to: "pending";
+}
+export interface PlannedReset {
+  attempts: PlannedAttemptReset[];
+  nodes: PlannedNodeReset[];
+  /** 0.32 `running` run: heartbeat and owner cleared (their current values shown). */
+  run: { heartbeat_at_ms: number | null; runtime_owner_id: string | null; to: null } | null;
+  /** What the engine itself resets (0.32 `retry-task`), or null. */
+  by_engine: string | null;
+}
+
+export interface ResumePlan {
+  v: 1;
+  host_run_id: number;
+  vm: string;
+  smithers_run_id: string;
+  engine_version: string | null;
+  dialect: EngineDialect | null;
+  /** True when every check passed. */
+  allowed: boolean;
+  reasons: ResumeReason[];
+  checks: ResumeCheck[];
+  warnings: string[];
+  mode: ResumeMode | null;
+  mode_description: string | null;
+  /** The engine's run status in the DB when observed. */
+  db_status: string | null;
+  /** 0.32 failed run with one failed node: the node `retry-task` re-runs. */
+  retry_node: string | null;
+  /** The engine command the script runs (display form). */
+  engine_command: string | null;
+  reset: PlannedReset;
+  progress: { finished: number; total: number; continuing_from: { node_id: string; iteration: number; state: string } | null } | null;
+  /** Lines the script prints into the log: `Completed: X/Y tasks`, `Continuing from: <node>`. */
+  banner: string[];
+  fix: { limit_bytes: number; oversized_values: number | null; max_response_text_bytes: number | null; max_error_json_bytes: number | null } | null;
+  force: boolean;
+  control_dir: string;
+  db_path: string;
+  workflow_path: string;
+  engine_dir: string | null;
+  bun: string | null;
+  /** `<control>/backups/run-<id>-<utc-stamp>.db`. */
+  backup_path: string;
+  keep_backups: number;
+  /** `<control>/resume-<n>.sh` (the VM takes the next free n if it exists). */
+  script_path: string;
+  /** The full script, or null when the mode or engine is unknown. */
+  script: string | null;
+  /** What the VM re-checks right before it changes anything. */
+  rechecked_in_vm: string[];
+}
+
+/** UTC stamp for file names: `20261121T214900.123Z`. */
+export function backupStamp(nowMs: number): string {
+  return new Date(nowMs).toISOString().replace(/[-:]/g, "");
+}
+
+/** `<control>/backups/run-<id>-<stamp>.db`. */
+export function backupPathFor(controlDir: string, hostRunId: number, nowMs: number): string {
+  return `${controlDir}/backups/run-${hostRunId}-${backupStamp(nowMs)}.db`;
+}
+
+/** The guest home from a control dir laid out as `<home>/work/<vm>/.runs/<dir>`, or null. */
+export function guestHomeFromControlDir(controlDir: string, vm: string): string | null {
+  const suffix = `/work/${vm}/.runs/`;
+  const i = controlDir.lastIndexOf(suffix);
+  if (i <= 0) return null;
+  return /^[^/]+$/.test(controlDir.slice(i + suffix.length)) ? controlDir.slice(0, i) : null;
+}
+
+/** The mode a DB run status calls for, or why it cannot be resumed. */
+export function modeForStatus(status: string): { mode: ResumeMode } | { reason: ResumeReason } {
+  switch (status) {
+    case "running":
+      return { mode: "continue-interrupted" };
+    case "failed":
+      return { mode: "retry-failed" };
+    case "cancelled":
+      return { mode: "continue-cancelled" };
+    case "finished":
+      return { reason: { code: "RUN_FINISHED", message: "the run already finished; there is nothing to resume", hint: "start a new run with `fabrik run`" } };
+    case "continued":
+      return { reason: { code: "RUN_NOT_RESUMABLE", message: "the run was continued as a new run (status continued)", hint: "resume the run that continued it" } };
+    default:
+      return {
+        reason: {
+          code: "RUN_NOT_RESUMABLE",
+          message: `the run is ${status}; fabrik resumes only interrupted (running with a dead engine), failed or cancelled runs`,
+          hint: status.startsWith("waiting") ? "a waiting run continues by itself when its condition is met" : null,
+        },
+      };
+  }
+}
+
+/** Display form of an engine command. */
+export function engineCommandText(c: EngineCommand): string {
+  const parts = ["smithers", c.verb, ...c.args];
+  let text = shellJoin(parts);
+  if (c.withInput) text += ` --input "$(cat input.json)"`;
+  if (c.noPostFailure) text += " --no-post-failure";
+  return text;
+}
+
+function nodeLabel(n: { node_id: string; iteration: number }): string {
+  return n.iteration > 0 ? `${n.node_id} (iteration ${n.iteration})` : n.node_id;
+}
+
+function fmtAge(ms: number): string {
+  const s = Math.round(ms / 1000);
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+function pidDetail(p: PidFact): string {
+  return `pid ${p.pid} ${p.alive ? `is alive${p.state === "Z" ? " (a zombie: still counts as alive)" : p.state ? ` (state ${p.state})` : ""}` : "is dead"}${p.alive && p.cmdline ? ` — ${p.cmdline}` : ""}`;
+}
+
+/** The node the resumed run starts with, in execution order. */
+function continuingFrom(mode: ResumeMode, nodes: readonly NodeFact[], db: DbFacts, retryNode: string | null): NodeFact | null {
+  const first = (state: string) => nodes.find((n) => n.state === state) ?? null;
+  if (retryNode !== null) return nodes.find((n) => n.node_id === retryNode) ?? db.last_failed;
+  const byMode =
+    mode === "retry-failed"
+      ? (first("failed") ?? db.last_failed)
+      : mode === "continue-cancelled"
+        ? (first("cancelled") ?? first("in-progress") ?? db.in_progress[0] ?? null)
+        : (first("in-progress") ?? db.in_progress[0] ?? null);
+  return byMode ?? first("pending") ?? nodes.find((n) => !["finished", "skipped"].includes(n.state)) ?? null;
+}
+
+/**
+ * Decide a resume. Pure: the same input gives the same plan.
+ * The plan is `allowed` only when every check passed; otherwise `reasons` says why, each with a hint.
+ */
+export function planResume(input: PlanInput): ResumePlan {
+  const { run, observation: obs, options, thresholds, now } = input;
+  const checks: ResumeCheck[] = [];
+  const reasons: ResumeReason[] = [];
+  const warnings: string[] = [];
+  const pass = (name: string, detail: string) => checks.push({ name, ok: true, detail, source: "probe" });
+  const fail = (name: string, detail: string, reason: ResumeReason) => {
+    checks.push({ name, ok: false, detail, source: "probe" });
+    reasons.push(reason);
+  };
+
+  const controlDir = run.control_dir;
+  const plan: ResumePlan = {
+    v: 1,
+    host_run_id: run.id,
+    vm: run.vm,
+    smithers_run_id: run.smithers_run_id,
+    engine_version: run.engine_version,
+    dialect: null,
+    allowed: false,
+    reasons,
+    checks,
+    warnings,
+    mode: null,
+    mode_description: null,
+    db_status: null,
+    retry_node: null,
+    engine_command: null,
+    reset: { attempts: [], nodes: [], run: null, by_engine: null },
+    progress: null,
+    banner: [],
+    fix: null,
+    force: options.force,
+    control_dir: controlDir,
+    db_path: run.smithers_db_path,
+    workflow_path: run.workflow_path,
+    engine_dir: null,
+    bun: null,
+    backup_path: backupPathFor(controlDir, run.id, now),
+    keep_backups: KEEP_BACKUPS,
+    script_path: `${controlDir}/resume-${run.resume_count + 1}.sh`,
+    script: null,
+    rechecked_in_vm: [
+      "launcher, child, engine and DB-owner pids (signal 0; a zombie counts as alive)",
+      "launcher.lock free (flock -n)",
+      "engine heartbeat age",
+      "run status unchanged",
+      "workflow file exists",
+      "DB readable, run row present",
+      "engine installed",
+      "disk space for the backup",
+    ],
+  };
+  const finish = (): ResumePlan => {
+    plan.allowed = reasons.length === 0;
+    return plan;
+  };
+
+  // ---- the VM ---------------------------------------------------------------------------------------------
+  if (obs.kind !== "live") {
+    const why = obs.kind === "unreachable" ? obs.reason : "the VM was not asked";
+    fail("vm-reachable", why, { code: "VM_UNREACHABLE", message: `VM ${run.vm} cannot be reached: ${why}`, hint: `start it with \`fabrik vm start ${run.vm}\`` });
+    return finish();
+  }
+  pass("vm-reachable", `VM ${run.vm} answered (${obs.tool})`);
+  const r = obs.result;
+  const c = r.control;
+  const db = r.db;
+
+  // ---- the engine version -> dialect ------------------------------------------------------------------------
+  let version = run.engine_version;
+  if (version === null && db && (db.schema === "modern" || db.schema === "legacy")) {
+    version = db.schema === "modern" ? "0.32.0" : "0.5.0";
+    warnings.push(`the run has no recorded engine version; using ${version} for its ${db.schema} DB schema`);
+  }
+  if (version === null || !isSupportedEngineVersion(version)) {
+    fail("engine-version", version ?? "unknown", {
+      code: "ENGINE_UNKNOWN",
+      message: `the run's engine version ${version === null ? "is unknown" : `${version} is not supported`}; fabrik cannot pick the resume command`,
+      hint: "supported engines: 0.32.0, 0.5.0",
+    });
+  } else {
+    plan.engine_version = version;
+    plan.dialect = engineDialect(version);
+    pass("engine-version", `${version} (${plan.dialect})`);
+  }
+
+  // ---- control dir and DB -----------------------------------------------------------------------------------
+  if (!c || !c.exists) {
+    fail("control-dir", `${controlDir} does not exist`, { code: "CONTROL_DIR_MISSING", message: `the run's control dir ${controlDir} does not exist in VM ${run.vm}`, hint: `check with \`fabrik vm shell ${run.vm} -- ls ${shellJoin([controlDir])}\`` });
+  } else pass("control-dir", controlDir);
+
+  let dbOk = false;
+  if (!db || !db.exists) {
+    fail("db-exists", `${db?.path ?? run.smithers_db_path} does not exist`, {
+      code: "DB_MISSING",
+      message: `the Smithers DB ${run.smithers_db_path} does not exist in VM ${run.vm}`,
+      hint: `fabrik cannot resume without it; restore it (backups are kept in ${controlDir}/backups)`,
+    });
+  } else if (db.error) {
+    fail("db-readable", db.error, { code: "DB_UNREADABLE", message: `cannot read the Smithers DB ${db.path}: ${db.error}`, hint: `restore it from ${controlDir}/backups, or inspect it with \`fabrik vm shell ${run.vm}\`` });
+  } else if (db.schema === "unknown") {
+    fail("db-schema", "no _smithers_runs table", { code: "DB_UNKNOWN_SCHEMA", message: `${db.path} is not a Smithers DB fabrik knows (no _smithers_runs table)`, hint: null });
+  } else if (plan.dialect !== null && db.schema !== plan.dialect) {
+    fail("db-schema", `${db.schema} schema, engine ${plan.engine_version} speaks ${plan.dialect}`, { code: "DB_DIALECT_MISMATCH", message: `the DB has the ${db.schema} schema but the run's engine ${plan.engine_version} is ${plan.dialect}`, hint: null });
+  } else if (!db.run) {
+    fail("run-in-db", `run ${run.smithers_run_id} not in ${db.path}`, { code: "RUN_NOT_IN_DB", message: `run ${run.smithers_run_id} is not in ${db.path} (${db.runs_in_db ?? 0} other runs)`, hint: `see \`fabrik runs import --vm ${run.vm}\`` });
+  } else {
+    dbOk = true;
+    pass("db", `${db.path} (${db.size_bytes ?? 0} bytes${db.wal_size_bytes ? ` + WAL ${db.wal_size_bytes}` : ""}, ${db.schema} schema), run ${db.run.run_id}: ${db.run.status}`);
+    if (db.path !== run.smithers_db_path) {
+      warnings.push(`the run's DB is at ${db.path}, not ${run.smithers_db_path} (the workflow ignored SMITHERS_DB_PATH); resuming that one`);
+      plan.db_path = db.path;
+    }
+  }
+
+  // ---- status -> mode -----------------------------------------------------------------------------------------
+  const dbRun = dbOk ? db!.run! : null;
+  if (dbRun) {
+    plan.db_status = dbRun.status;
+    const m = modeForStatus(dbRun.status);
+    if ("reason" in m) fail("run-status", `status ${dbRun.status}`, m.reason);
+    else {
+      plan.mode = m.mode;
+      plan.mode_description = MODE_TEXT[m.mode];
+      pass("run-status", `status ${dbRun.status}: ${MODE_TEXT[m.mode]}`);
+    }
+  }
+
+  // ---- processes: never overridden ----------------------------------------------------------------------------
+  const procs: { role: string; name: string; fact: PidFact | null | undefined }[] = [
+    { role: "engine owner (DB runtime_owner_id)", name: "owner-dead", fact: dbRun?.owner },
+    { role: "engine (engine.pid)", name: "engine-dead", fact: c?.engine },
+    { role: "launched child (smithers.pid)", name: "child-dead", fact: c?.child },
+    { role: "launcher (launcher.pid)", name: "launcher-dead", fact: c?.launcher },
+  ];
+  const byPid = new Map<number, { fact: PidFact; roles: string[]; name: string }>();
+  for (const { role, name, fact } of procs) {
+    if (!fact) continue;
+    const cur = byPid.get(fact.pid);
+    if (!cur) byPid.set(fact.pid, { fact, roles: [role], name });
+    else {
+      cur.roles.push(role);
+      if (fact.alive && !cur.fact.alive) cur.fact = fact; // facts taken a moment apart: alive wins
+    }
+  }
+  const anyPid = byPid.size > 0;
+  for (const { fact, roles, name } of byPid.values()) {
+    const detail = `${roles.join(", ")}: ${pidDetail(fact)}`;
+    if (fact.alive) {
+      fail(name, detail, {
+        code: name === "owner-dead" ? "OWNER_ALIVE" : "PROCESS_ALIVE",
+        message: `the ${roles[0]!.replace(/ \(.*\)$/, "")} process (pid ${fact.pid}) is alive in VM ${run.vm}${fact.state === "Z" ? " (a zombie still counts)" : ""}`,
+        hint: `--force never overrides a living process; wait for it (\`fabrik run attach --id ${run.id}\`) or stop it first`,
+      });
+    } else pass(name, detail);
+  }
+  if (!anyPid && plan.dialect === "legacy") {
+    const detail = "no pid file and no owner pid: nothing proves the engine is dead (0.5 has no heartbeat and no lock of its own)";
+    if (options.force) {
+      pass("engine-dead", `${detail}; accepted with --force`);
+      warnings.push("--force: resuming a legacy run with no pid to check; if its engine still runs, tasks run twice");
+    } else {
+      fail("engine-dead", detail, {
+        code: "NO_PID_FACTS",
+        message: "nothing shows that the run's engine is dead (legacy engine, no pid files)",
+        hint: `check \`fabrik vm shell ${run.vm} -- ps aux\`; if no engine runs for this run, pass --force`,
+      });
+    }
+  }
+
+  // ---- the engine heartbeat (0.32) ------------------------------------------------------------------------------
+  if (dbRun && db!.schema === "modern" && dbRun.status === "running") {
+    const last = Math.max(dbRun.heartbeat_at_ms ?? 0, dbRun.started_at_ms ?? 0);
+    const age = last > 0 ? Math.max(0, obs.vmNowMs - last) : null;
+    const limit = thresholds.engineHeartbeatStaleMs;
+    if (age !== null && age < limit) {
+      const detail = `engine heartbeat ${fmtAge(age)} old (stale after ${fmtAge(limit)})`;
+      if (options.force) {
+        pass("heartbeat-stale", `${detail}; fresh, overridden by --force`);
+        warnings.push(`--force: the engine heartbeat is only ${fmtAge(age)} old`);
+      } else {
+        fail("heartbeat-stale", detail, {
+          code: "HEARTBEAT_FRESH",
+          message: `the engine heartbeat is only ${fmtAge(age)} old: the engine may still be running`,
+          hint: `wait until it is older than ${fmtAge(limit)}, or pass --force if you are sure no engine runs (a living process still refuses)`,
+        });
+      }
+    } else pass("heartbeat-stale", age === null ? "no engine heartbeat recorded" : `engine heartbeat ${fmtAge(age)} old (stale after ${fmtAge(limit)})`);
+  } else if (dbRun && db!.schema === "legacy") {
+    pass("heartbeat-stale", "legacy engine: no DB heartbeat; judged by the pids and launcher.lock");
+  }
+
+  // ---- what will be reset ----------------------------------------------------------------------------------------
+  const nodes: NodeFact[] = dbOk ? (db!.nodes ?? [...db!.in_progress, ...(db!.last_failed ? [db!.last_failed] : [])]) : [];
+  if (dbOk && db!.nodes_truncated) warnings.push(`the run has more nodes than the probe listed; the VM computes the exact reset`);
+  if (dbOk && plan.mode) {
+    const inProgress = nodes.filter((n) => n.state === "in-progress");
+    for (const n of inProgress.length > 0 ? inProgress : db!.in_progress) {
+      plan.reset.attempts.push({ node_id: n.node_id, iteration: n.iteration, attempt: n.last_attempt, from: "in-progress", to: "cancelled" });
+      plan.reset.nodes.push({ node_id: n.node_id, iteration: n.iteration, from: "in-progress", to: "pending" });
+    }
+    if (db!.schema === "modern" && dbRun!.status === "running" && (dbRun!.heartbeat_at_ms !== null || dbRun!.runtime_owner_id !== null)) {
+      plan.reset.run = { heartbeat_at_ms: dbRun!.heartbeat_at_ms, runtime_owner_id: dbRun!.runtime_owner_id, to: null };
+    }
+    if (plan.mode === "retry-failed") {
+      const failed = nodes.filter((n) => n.state === "failed");
+      if (plan.dialect === "modern" && failed.length === 1) {
+        plan.retry_node = failed[0]!.node_id;
+        plan.reset.by_engine = `smithers retry-task resets ${failed[0]!.node_id} and its dependents, then continues`;
+      } else {
+        for (const n of failed) {
+          plan.reset.attempts.push({ node_id: n.node_id, iteration: n.iteration, attempt: n.last_attempt, from: "failed", to: "cancelled" });
+          plan.reset.nodes.push({ node_id: n.node_id, iteration: n.iteration, from: "failed", to: "pending" });
+        }
+      }
+      if (failed.length === 0 && inProgress.length === 0) {
+        warnings.push(`the run failed without a failed task${dbRun!.error ? ` (${dbRun!.error})` : ""}: nothing to reset, the engine may fail again at once`);
+      }
+    }
+  }
+
+  // ---- progress and banner ------------------------------------------------------------------------------------------
+  if (dbOk && plan.mode) {
+    const finished = db!.by_state["finished"] ?? 0;
+    const next = continuingFrom(plan.mode, nodes, db!, plan.retry_node);
+    plan.progress = { finished, total: db!.total_nodes, continuing_from: next ? { node_id: next.node_id, iteration: next.iteration, state: next.state } : null };
+    plan.banner = [`Completed: ${finished}/${db!.total_nodes} tasks`, `Continuing from: ${next ? nodeLabel(next) : "(no pending task)"}`];
+    if (plan.mode_description) plan.banner.push(`Mode: ${plan.mode_description}`);
+  }
+
+  // ---- --fix --------------------------------------------------------------------------------------------------------
+  if (options.fix) {
+    plan.fix = {
+      limit_bytes: options.fixLimitBytes,
+      oversized_values: dbOk ? db!.oversized_values : null,
+      max_response_text_bytes: dbOk ? db!.max_response_text_bytes : null,
+      max_error_json_bytes: dbOk ? db!.max_error_json_bytes : null,
+    };
+    const biggest = Math.max(plan.fix.max_response_text_bytes ?? 0, plan.fix.max_error_json_bytes ?? 0);
+    if (dbOk && biggest <= options.fixLimitBytes) warnings.push(`--fix: no response_text/error_json value is over ${options.fixLimitBytes} bytes; it will only VACUUM`);
+  }
+
+  // ---- the engine folder and the script --------------------------------------------------------------------------------
+  const home = input.guestHome ?? guestHomeFromControlDir(controlDir, run.vm);
+  if (home === null) {
+    fail("engine-dir", "the VM's home directory is unknown", { code: "GUEST_HOME_UNKNOWN", message: `cannot tell VM ${run.vm}'s home directory (where the engine is installed)`, hint: "see `fabrik vm list`" });
+  } else if (plan.engine_version && plan.dialect) {
+    const layout = engineLayout(`${home}/.fabrik/engines/${plan.engine_version}`);
+    plan.engine_dir = layout.dir;
+    plan.bun = layout.bun;
+  }
+  if (plan.mode && plan.dialect && plan.engine_dir) {
+    const engine = resumeEngineArgs(plan.dialect, run.workflow_path, run.smithers_run_id, plan.retry_node ?? undefined);
+    plan.engine_command = engineCommandText(engine);
+    plan.script = buildLauncherScript({
+      hostRunId: run.id,
+      smithersRunId: run.smithers_run_id,
+      vm: run.vm,
+      controlDir,
+      workflowPath: run.workflow_path,
+      dbPath: plan.db_path,
+      engineVersion: plan.engine_version!,
+      dialect: plan.dialect,
+      engineDir: plan.engine_dir,
+      heartbeatIntervalS: input.heartbeatIntervalS,
+      engine,
+      mode: "resume",
+      banner: plan.banner,
+    });
+  }
+  return finish();
+}
+
+/** The checks and refusals the VM reported (dry-run), merged into a plan. Pure. */
+export function withVmChecks(plan: ResumePlan, vm: { checks: { name: string; ok: boolean; detail: string | null }[]; reasons: ResumeReason[] } | { failure: string }): ResumePlan {
+  const checks = [...plan.checks];
+  const reasons = [...plan.reasons];
+  if ("failure" in vm) {
+    checks.push({ name: "vm-checks", ok: false, detail: vm.failure, source: "vm" });
+    reasons.push({ code: "VM_CHECK_FAILED", message: `the checks inside VM ${plan.vm} could not run: ${vm.failure}`, hint: null });
+  } else {
+    for (const c of vm.checks) checks.push({ name: c.name, ok: c.ok, detail: c.detail ?? "", source: "vm" });
+    const have = new Set(reasons.map((r) => r.code));
+    for (const r of vm.reasons) if (!have.has(r.code)) reasons.push(r);
+  }
+  return { ...plan, checks, reasons, allowed: reasons.length === 0 };
+}
+
+/** One line for a refusal: the first reason, and how many more. */
+export function refusalLine(plan: Pick<ResumePlan, "host_run_id" | "reasons">): { message: string; hint: string } {
+  const [first, ...rest] = plan.reasons;
+  const more = rest.length > 0 ? ` (and ${rest.length} more reason${rest.length > 1 ? "s" : ""})` : "";
+  return {
+    message: `cannot resume run ${plan.host_run_id}: ${first?.message ?? "refused"}${more}`,
+    hint: [first?.hint, rest.length > 0 ? `see every check with \`fabrik run resume --id ${plan.host_run_id} --dry-run\`` : null].filter(Boolean).join("; ") || `see \`fabrik run resume --id ${plan.host_run_id} --dry-run\``,
+  };
+}
+
+/** Render a plan for people (pure). `tty` picks symbols; the script is printed in full. */
+export function renderResumePlan(plan: ResumePlan, opts: { tty: boolean; showScript: boolean }): string {
+  const ok = opts.tty ? "✓" : "ok  ";
+  const bad = opts.tty ? "✗" : "FAIL";
+  const L: string[] = [];
+  L.push(`Resume plan for run ${plan.host_run_id} (VM ${plan.vm}, smithers run ${plan.smithers_run_id}, engine ${plan.engine_version ?? "unknown"})`);
+  L.push(`  verdict:   ${plan.allowed ? "allowed" : "REFUSED"}`);
+  L.push(`  mode:      ${plan.mode_description ?? "-"}${plan.db_status ? ` (DB status ${plan.db_status})` : ""}`);
+  if (plan.progress) L.push(`  progress:  ${plan.banner.slice(0, 2).join("; ")}`);
+  L.push(`  command:   ${plan.engine_command ?? "-"}`);
+  L.push("", "Checks:");
+  const w = Math.max(...plan.checks.map((c) => c.name.length), 8);
+  for (const c of plan.checks) L.push(`  ${c.ok ? ok : bad} ${c.name.padEnd(w)}  ${c.detail}${c.source === "vm" ? "  [in VM]" : ""}`);
+  if (!plan.checks.some((c) => c.source === "vm")) L.push(`  (re-checked inside the VM right before any change: ${plan.rechecked_in_vm.join("; ")})`);
+  L.push("", `Will reset (one transaction, run ${plan.smithers_run_id} only; finished work and other runs untouched):`);
+  const r = plan.reset;
+  if (r.attempts.length === 0 && r.nodes.length === 0 && !r.run && !r.by_engine) L.push("  nothing");
+  for (const a of r.attempts) L.push(`  attempt ${nodeLabel(a)} #${a.attempt ?? "?"}: ${a.from} -> ${a.to}`);
+  for (const n of r.nodes) L.push(`  node    ${nodeLabel(n)}: ${n.from} -> ${n.to}`);
+  if (r.run) L.push(`  run     heartbeat_at_ms (${r.run.heartbeat_at_ms ?? "NULL"}) and runtime_owner_id (${r.run.runtime_owner_id ?? "NULL"}) -> NULL`);
+  if (r.by_engine) L.push(`  engine  ${r.by_engine}`);
+  L.push("", `Backup:  ${plan.backup_path} (VACUUM INTO, WAL included; last ${plan.keep_backups} kept)`);
+  if (plan.fix) {
+    L.push(
+      `Fix:     truncate this run's response_text/error_json values over ${plan.fix.limit_bytes} bytes (keep the tail), then VACUUM` +
+        (plan.fix.oversized_values !== null ? ` — largest now ${Math.max(plan.fix.max_response_text_bytes ?? 0, plan.fix.max_error_json_bytes ?? 0)} bytes` : ""),
+    );
+  }
+  L.push(`Script:  ${plan.script_path}`);
+  for (const x of plan.warnings) L.push(`warning: ${x}`);
+  if (plan.reasons.length > 0) {
+    L.push("", "Refused because:");
+    for (const x of plan.reasons) L.push(`  - ${x.message}${x.hint ? `\n    next: ${x.hint}` : ""}`);
+  }
+  if (opts.showScript && plan.script) {
+    L.push("", `----- ${plan.script_path} -----`, plan.script.replace(/\n$/, ""), "----- end of script -----");
+  }
+  return L.join("\n") + "\n";
+}
