@@ -168,6 +168,7 @@ export function renderFrame(
     const lhb = v.launcher_heartbeat_age_ms === null ? "n/a" : formatAgeShort(v.launcher_heartbeat_age_ms);
     L.push(`${c.bold(`run ${v.id}`)} ${sanitizeLine(v.smithers_run_id, 64)}  ${color(st)}${v.source !== "live" ? c.yellow(` [${v.source}]`) : ""}`);
     L.push(`  ${bar(v.progress, 30)} ${formatProgress(v.progress)}   heartbeat ${hb}   launcher ${lhb}`);
+    if (v.source === "unreachable") L.push(c.yellow(`  VM unreachable: ${sanitizeLine(v.unreachable_reason ?? "", 200)} — still trying`));
     const now = vmNowMs ?? o.now;
     for (const n of nodes ?? []) {
       const mark = STATE_MARK[n.state] ?? "?";

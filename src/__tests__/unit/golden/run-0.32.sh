@@ -56,7 +56,7 @@ find_engine_pid() {
   [ -n "$engine_pid" ] && return 0
   local owner=""
   if [ "$ENGINE_DIALECT" = modern ] && [ -f "$SMITHERS_DB_PATH" ]; then
-    owner=$("$BUN" -e 'const { Database } = require("bun:sqlite"); try { const db = new Database(process.argv.at(-2), { readonly: true }); const r = db.query("SELECT runtime_owner_id AS o FROM _smithers_runs WHERE run_id = ?").get(process.argv.at(-1)); console.log(r?.o ?? ""); } catch { console.log(""); }' "$SMITHERS_DB_PATH" "$SMITHERS_RUN_ID" 2>/dev/null)
+    owner=$("$BUN" -e 'const { Database } = require("bun:sqlite"); try { const db = new Database(process.argv.at(-2), { readonly: true }); const r = db.query("SELECT runtime_owner_id AS o FROM _smithers_runs WHERE run_id = ?").get(process.argv.at(-1)); console.log(r?.o ?? ""); } catch { console.log(""); }' "$SMITHERS_DB_PATH" "$SMITHERS_RUN_ID" 2>/dev/null 9>&-)
     case "$owner" in
       pid:*) owner=${owner#pid:}; owner=${owner%%:*} ;;
       *) owner="" ;;
@@ -130,7 +130,8 @@ while :; do
   # Poll fast until the engine's pid is known (the engine writes its owner within ~1 s), then every interval.
   nap="$HEARTBEAT_INTERVAL_S"
   if [ -z "$engine_pid" ] && [ "$seq" -lt 40 ]; then nap=0.25; fi
-  sleep "$nap" &
+  # fd 9 (the lock) stays with the launcher and the engine only, not with helper processes.
+  sleep "$nap" 9>&- &
   sleeper=$!
   done_pid=""
   wait -n -p done_pid "$child" "$sleeper"
