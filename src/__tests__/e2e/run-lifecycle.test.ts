@@ -61,7 +61,9 @@ async function waitDone(t: TestEnv, id: number, timeoutMs = 90_000): Promise<Vie
   return waitFor(
     () => {
       const v = show(t, id);
-      return ["done", "failed", "cancelled", "orphaned"].includes(v.effective_status) ? v : undefined;
+      // The engine records its outcome a moment before it exits and the launcher writes exit_code.
+      const over = ["done", "failed", "cancelled", "orphaned"].includes(v.effective_status);
+      return over && (v.exit_code !== null || v.launcher_alive === false) ? v : undefined;
     },
     { timeoutMs, intervalMs: 500, what: `run ${id} to end` },
   );

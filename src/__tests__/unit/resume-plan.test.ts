@@ -403,6 +403,10 @@ describe.skipIf(!fs.existsSync(LOCAL_BUN))("RESUME_WRAPPER (local bash, real bun
     } finally {
       holder.kill();
     }
+    // SIGKILL is asynchronous: wait until the lock is really free before the next resume.
+    for (let i = 0; i < 100 && spawnSync("flock", ["-n", path.join(dir, "resume.lock"), "true"]).status !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const r = wrap(dir, "apply");
     expect(r.status, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).refused).toBe(true);

@@ -88,7 +88,8 @@ export function renderRunDetail(v: RunView, o: RenderOptions): string {
   L.push(`current_task: ${cur.replace(" ()", "")}`);
   L.push(`progress: ${formatProgress(v.progress)}`);
   if (v.source === "live") {
-    L.push(`heartbeat_age: ${v.heartbeat_age_ms === null ? "n/a (no engine heartbeat)" : formatAgeLong(v.heartbeat_age_ms)}`);
+    const noHeartbeat = v.vm_status && v.vm_status !== "running" ? "n/a (run ended)" : "n/a (no engine heartbeat)";
+    L.push(`heartbeat_age: ${v.heartbeat_age_ms === null ? noHeartbeat : formatAgeLong(v.heartbeat_age_ms)}`);
     L.push(`launcher_heartbeat_age: ${v.launcher_heartbeat_age_ms === null ? "n/a" : formatAgeLong(v.launcher_heartbeat_age_ms)}`);
     L.push(`engine: ${pidLine(v.engine_pid, v.engine_alive)}`);
     L.push(`launcher: ${pidLine(v.launcher_pid, v.launcher_alive)}`);
