@@ -10,6 +10,7 @@ import { createContext, type Context } from "./context.js";
 import type { ColorMode, Io } from "./io.js";
 import type { DriverName } from "./config.js";
 import { VERSION } from "./version.js";
+import type { VmDriver } from "../vm/driver.js";
 
 /** Options for {@link main} (tests run commands in-process with their own io/env). */
 export interface MainOptions {
@@ -18,6 +19,8 @@ export interface MainOptions {
   now?: () => number;
   /** Do not call process.exit; return the exit code (in-process tests). */
   noExit?: boolean;
+  /** Replace drivers (in-process tests use fakes that fail on unexpected calls). */
+  drivers?: Partial<Record<DriverName, VmDriver>>;
 }
 
 interface GlobalArgs {
@@ -46,6 +49,7 @@ function lazy(
       signal: state.abort.signal,
     });
     state.ctx = ctx;
+    for (const [name, d] of Object.entries(state.opts.drivers ?? {})) if (d) ctx.drivers.set(name as DriverName, d);
     try {
       const mod = await load();
       const code = await mod.run(ctx, args);
@@ -58,6 +62,8 @@ function lazy(
 
 interface RunState {
   opts: MainOptions;
+  /** The words fabrik was called with (completion reads the word before the cursor from them). */
+  argv: string[];
   abort: AbortController;
   exitCode: number;
   ctx: Context | undefined;
@@ -67,9 +73,11 @@ const idOption = { type: "number", describe: "run id (the host id shown by `fabr
 
 /** Build the yargs parser (exported for completion tests). */
 export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
-  const completeValues = async (current: string, args: Record<string, unknown>): Promise<string[] | undefined> => {
+  const completeValues = async (current: string): Promise<string[] | undefined> => {
     const { completeValues: complete } = await import("./completion.js");
-    return complete(current, args, state.opts.env ?? process.env);
+    const i = state.argv.indexOf("--get-yargs-completions");
+    const words = i >= 0 ? state.argv.slice(i + 1) : state.argv;
+    return complete(current, words, state.opts.env ?? process.env, state.opts.drivers);
   };
 
   return yargs(argv)
@@ -230,7 +238,8 @@ export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
       "print a shell completion script (bash/zsh)",
       // eslint-disable-next-line @typescript-eslint/no-explicit-any
       async (current: string, args: any, defaultCompletion: any, done: (c: string[]) => void) => {
-      const values = await completeValues(current, args as Record<string, unknown>);
+      void args;
+      const values = await completeValues(current);
       if (values) return done(values);
       defaultCompletion((_err: unknown, defaults: string[] | undefined) => done(defaults ?? []));
     })
@@ -249,7 +258,7 @@ export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
 
 /** Run fabrik with `argv` (without node and script). Exits the process unless `opts.noExit`. */
 export async function main(argv: string[], opts: MainOptions = {}): Promise<number> {
-  const state: RunState = { opts, abort: new AbortController(), exitCode: ExitCode.OK, ctx: undefined };
+  const state: RunState = { opts, argv, abort: new AbortController(), exitCode: ExitCode.OK, ctx: undefined };
   const onSigint = () => {
     state.abort.abort();
   };

@@ -1,25 +1,34 @@
 /**
- * Dynamic shell completion: VM names for `--vm` and VM positionals (live from the drivers, with a short
- * deadline, plus the registry), run ids for `--id`/`--run-id` (from the registry).
+ * Dynamic shell completion: VM names for `--vm` and for `vm start|stop|delete|shell` (live from the drivers
+ * with a 1.5 s deadline, plus the registry), run ids for `--id`/`--run-id` (from the registry).
  */
 import { createContext } from "./context.js";
+import type { DriverName } from "./config.js";
+import type { VmDriver } from "../vm/driver.js";
 
 const VM_FLAGS = new Set(["--vm"]);
 const ID_FLAGS = new Set(["--id", "--run-id"]);
+const VM_POSITIONAL = new Set(["start", "stop", "delete", "shell"]);
 
 /**
- * Values to complete for the word being typed, or undefined to fall back to yargs' defaults.
+ * Values to complete for the word being typed, or undefined to fall back to yargs' defaults (commands,
+ * flags). `words` are the command-line words up to and including the one being completed.
  * Never throws: completion must not print errors into the user's shell.
  */
-export async function completeValues(current: string, args: Record<string, unknown>, env: NodeJS.ProcessEnv): Promise<string[] | undefined> {
-  const words = ((args._ as unknown[]) ?? []).map(String);
-  const prev = process.argv[process.argv.length - 2] ?? "";
+export async function completeValues(
+  current: string,
+  words: readonly string[],
+  env: NodeJS.ProcessEnv,
+  drivers?: Partial<Record<DriverName, VmDriver>>,
+): Promise<string[] | undefined> {
+  const before = words.slice(0, Math.max(0, words.length - 1)).filter((w) => w !== "fabrik");
+  const prev = before[before.length - 1] ?? "";
+  const wantsId = ID_FLAGS.has(prev);
+  const wantsVm = VM_FLAGS.has(prev) || (before[0] === "vm" && VM_POSITIONAL.has(before[1] ?? "") && !current.startsWith("-"));
+  if (!wantsVm && !wantsId) return undefined;
   try {
-    const wantsVm =
-      VM_FLAGS.has(prev) || (words[0] === "vm" && ["start", "stop", "delete", "shell"].includes(words[1] ?? "") && !current.startsWith("-"));
-    const wantsId = ID_FLAGS.has(prev);
-    if (!wantsVm && !wantsId) return undefined;
     const ctx = await createContext({ env });
+    for (const [name, d] of Object.entries(drivers ?? {})) if (d) ctx.drivers.set(name as DriverName, d);
     try {
       if (wantsId) return ctx.registry().runIds().map(String).filter((id) => id.startsWith(current));
       const names = new Set(ctx.registry().listVms().map((v) => v.name));

@@ -42,7 +42,7 @@ export async function createContext(opts: ContextOptions = {}): Promise<Context>
   const env = opts.env ?? process.env;
   const paths = resolvePaths(env);
   const config = resolveConfig(paths.config, env, opts.flags ?? {});
-  const io = opts.io ?? processIo({ color: opts.color ?? "auto", json: opts.json ?? false, env });
+  const io = opts.io ? { ...opts.io, json: opts.json ?? opts.io.json } : processIo({ color: opts.color ?? "auto", json: opts.json ?? false, env });
   let registry: Registry | undefined;
   const { Registry: RegistryClass } = await import("./registry.js");
   return {
