@@ -64,6 +64,8 @@ interface RunState {
   opts: MainOptions;
   /** The words fabrik was called with (completion reads the word before the cursor from them). */
   argv: string[];
+  /** Work yargs started but does not await (async completion). */
+  pending?: Promise<unknown>;
   abort: AbortController;
   exitCode: number;
   ctx: Context | undefined;
@@ -237,12 +239,16 @@ export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
       "completion",
       "print a shell completion script (bash/zsh)",
       // eslint-disable-next-line @typescript-eslint/no-explicit-any
-      async (current: string, args: any, defaultCompletion: any, done: (c: string[]) => void) => {
-      void args;
-      const values = await completeValues(current);
-      if (values) return done(values);
-      defaultCompletion((_err: unknown, defaults: string[] | undefined) => done(defaults ?? []));
-    })
+      (current: string, args: any, defaultCompletion: any, done: (c: string[]) => void) => {
+        void args;
+        // yargs does not await an async completion function: main() awaits this before exiting.
+        state.pending = (async () => {
+          const values = await completeValues(current);
+          if (values) return done(values);
+          defaultCompletion((_err: unknown, defaults: string[] | undefined) => done(defaults ?? []));
+        })();
+      },
+    )
     .demandCommand(1, "name a command")
     .recommendCommands()
     .strict()
@@ -266,6 +272,7 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
   let code: number;
   try {
     await buildParser(argv, state).parseAsync();
+    await state.pending;
     code = state.abort.signal.aborted ? ExitCode.INTERRUPTED : state.exitCode;
   } catch (err) {
     code = reportError(err, opts.io, state.abort.signal.aborted);

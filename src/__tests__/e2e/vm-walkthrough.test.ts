@@ -146,6 +146,8 @@ describe("vm walkthrough (local driver)", () => {
       ["l2", "Running", "local"],
     ]);
     expect(rows[0]!.guest_home).toBe(path.join(t.fabrikHome, "local-vms", "l1", "home"));
+    // Shell completion through the real binary offers live VM names.
+    expect(fabrik(t, ["--get-yargs-completions", "vm", "shell", ""]).stdout.split("\n")).toEqual(expect.arrayContaining(["l1", "l2"]));
     expect(fabrik(t, ["vm", "shell", "l1", "--", "bash", "-c", "exit 5"]).code).toBe(5);
     expect(fabrik(t, ["vm", "shell", "l1", "--", "cat"], { input: "via stdin" }).stdout).toBe("via stdin");
     expect(fabrik(t, ["vm", "shell", "l1", "--", "bash", "-c", "echo $HOME"]).stdout.trim()).toBe(rows[0]!.guest_home);
