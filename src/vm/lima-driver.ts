@@ -186,7 +186,7 @@ export class LimaDriver implements VmDriver {
       /* no cache */
     }
     if (!version) {
-      const r = await runProcess(bin, ["--version"], { timeoutMs: 10_000 });
+      const r = await runProcess(bin, ["--version"], { timeoutMs: 10_000, env: this.env, extendEnv: false });
       version = parseLimaVersion(r.stdout);
       if (!version) {
         throw new PrerequisiteError(`cannot tell the version of ${bin}: ${JSON.stringify((r.stdout + r.stderr).trim().slice(0, 200))}`, `install Lima >= ${MIN_LIMA_VERSION}`);
@@ -208,7 +208,7 @@ export class LimaDriver implements VmDriver {
 
   private async limactlRun(args: string[], opts: { timeoutMs: number; stdin?: string | Buffer | undefined; signal?: AbortSignal | undefined; vm?: string }): Promise<ProcessResult> {
     const bin = await this.ensureLimactl();
-    const r = await runProcess(bin, args, { timeoutMs: opts.timeoutMs, stdin: opts.stdin, signal: opts.signal });
+    const r = await runProcess(bin, args, { timeoutMs: opts.timeoutMs, stdin: opts.stdin, signal: opts.signal, env: this.env, extendEnv: false });
     if (r.spawnError) throw new PrerequisiteError(`cannot run ${bin}: ${r.spawnError.message}`, "check the Lima installation");
     if (r.aborted) throw new InterruptedError();
     if (r.timedOut) {
@@ -330,6 +330,8 @@ export class LimaDriver implements VmDriver {
     await this.preflight(name, { skipStatusCheck: opts.skipStatusCheck, timeoutMs: 10_000 });
     const bin = await this.ensureLimactl();
     const p = streamProcess(bin, this.shellArgs(name, argv, opts), {
+      env: this.env,
+      extendEnv: false,
       stdin: opts.stdin,
       signal: opts.signal,
       onStdout: opts.onStdout,
@@ -355,7 +357,7 @@ export class LimaDriver implements VmDriver {
     const bin = await this.ensureLimactl();
     const args = ["shell", "--workdir", opts.cwd ?? this.homes.get(name) ?? "/", name, ...(argv ?? [])];
     return await new Promise<number>((resolve, reject) => {
-      const child = spawn(bin, args, { stdio: "inherit" });
+      const child = spawn(bin, args, { stdio: "inherit", env: this.env });
       child.on("error", reject);
       child.on("exit", (code, signal) => resolve(code ?? (signal ? 128 + 15 : 1)));
     });
