@@ -217,6 +217,24 @@ describe.skipIf(skip)("runs in stand-in Lima VMs with the real engine", () => {
     expect(fabrik(t, ["runs", "list", "--no-live", "--json", "--limit", "1000"]).stdout).toBe(before);
   });
 
+  it("runs import: another registry adopts the VM's runs; importing twice does not duplicate", () => {
+    const own = json<View[]>(fabrik(t, ["runs", "list", "--no-live", "--json", "--vm", "w1", "--limit", "1000"]));
+    const other: TestEnv = { ...t, fabrikHome: path.join(t.tmp, "fh-other"), env: { ...t.env, FABRIK_HOME: path.join(t.tmp, "fh-other") } };
+    const first = fabrik(other, ["runs", "import", "--vm", "w1", "--json"]);
+    expect(first.code, first.stderr).toBe(0);
+    const r1 = json<{ imported: View[]; already_registered: unknown[] }>(first);
+    // Every run launched in w1 whose control dir got a DB (the refused launch left none).
+    const withDb = own.filter((v) => v.status !== "failed" || v.smithers_run_id !== "").length - own.filter((v) => v.status === "failed" && v.exit_code === null && v.effective_status !== "orphaned" && v.progress === null).length;
+    expect(r1.imported.length).toBeGreaterThanOrEqual(Math.min(withDb, 6));
+    expect(r1.imported.every((v) => v.source === "live")).toBe(true);
+    expect(r1.imported.map((v) => v.effective_status)).toEqual(expect.arrayContaining(["done", "failed", "orphaned"]));
+    const second = json<{ imported: View[]; already_registered: unknown[] }>(fabrik(other, ["runs", "import", "--vm", "w1", "--json"]));
+    expect(second.imported).toEqual([]);
+    expect(second.already_registered.length).toBe(r1.imported.length);
+    const listed = json<View[]>(fabrik(other, ["runs", "list", "--no-live", "--json", "--limit", "1000"]));
+    expect(listed.length).toBe(r1.imported.length);
+  });
+
   it("a control dir that already exists is refused and the row is failed, not running", () => {
     const rows = json<View[]>(fabrik(t, ["runs", "list", "--no-live", "--json", "--limit", "1"]));
     const nextId = (rows[0]?.id ?? 0) + 1;
@@ -258,6 +276,17 @@ describe("runs in a local VM with the real engine", () => {
     }, { timeoutMs: 60_000, intervalMs: 500, what: "the killed run to be orphaned" });
     expect(o.current_task).toBe("step-3");
     expect(o.diagnoses.map((d) => d.code)).toContain("TASK_IN_PROGRESS_NO_ENGINE");
+  });
+
+  it("run --follow streams the log until the run ends", async () => {
+    const r = await fabrikAsync(t, ["run", "--vm", "loc", "--workflow", SEQ, "--input", JSON.stringify({ tasks: 3, sleepMs: 300 }), "--follow"], { timeoutMs: 180_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const id = Number(r.stdout.split("\n")[0]);
+    expect(id).toBeGreaterThan(0);
+    expect(r.stdout).toContain(`===== fabrik run ${id}`);
+    expect(r.stdout).toMatch(/step-3/);
+    expect(r.stdout).toContain("engine exited with code 0");
+    expect(r.stderr).toContain(`run ${id} finished: done (exit 0)`);
   });
 
   it("an engine install that cannot reach the registry fails cleanly: exit 7, no row", async () => {
