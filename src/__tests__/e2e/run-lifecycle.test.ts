@@ -223,9 +223,9 @@ describe.skipIf(skip)("runs in stand-in Lima VMs with the real engine", () => {
     const first = fabrik(other, ["runs", "import", "--vm", "w1", "--json"]);
     expect(first.code, first.stderr).toBe(0);
     const r1 = json<{ imported: View[]; already_registered: unknown[] }>(first);
-    // Every run launched in w1 whose control dir got a DB (the refused launch left none).
-    const withDb = own.filter((v) => v.status !== "failed" || v.smithers_run_id !== "").length - own.filter((v) => v.status === "failed" && v.exit_code === null && v.effective_status !== "orphaned" && v.progress === null).length;
-    expect(r1.imported.length).toBeGreaterThanOrEqual(Math.min(withDb, 6));
+    // The six runs launched in w1 above (finished, failed, SIGTERMed, SIGKILLed, two on 0.5) each have a DB.
+    expect(own.length).toBeGreaterThanOrEqual(6);
+    expect(r1.imported.length).toBeGreaterThanOrEqual(6);
     expect(r1.imported.every((v) => v.source === "live")).toBe(true);
     expect(r1.imported.map((v) => v.effective_status)).toEqual(expect.arrayContaining(["done", "failed", "orphaned"]));
     const second = json<{ imported: View[]; already_registered: unknown[] }>(fabrik(other, ["runs", "import", "--vm", "w1", "--json"]));
