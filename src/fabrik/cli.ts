@@ -10,6 +10,7 @@ import { createContext, type Context } from "./context.js";
 import type { ColorMode, Io } from "./io.js";
 import type { DriverName } from "./config.js";
 import { VERSION } from "./version.js";
+import { sanitizeLine } from "./sanitize.js";
 import type { VmDriver } from "../vm/driver.js";
 
 /** Options for {@link main} (tests run commands in-process with their own io/env). */
@@ -296,7 +297,8 @@ function reportError(err: unknown, io: Io | undefined, interrupted: boolean): nu
   }
   const fe = err instanceof FabrikError ? err : asInternalError(err);
   const hint = fe.hint ? ` (${fe.hint})` : "";
-  stderr.write(`fabrik: error: ${fe.message}${hint}\n`);
+  // Messages can quote what a VM printed: one line, no terminal escapes.
+  stderr.write(`fabrik: error: ${sanitizeLine(fe.message + hint, 4000)}\n`);
   if ((io ? false : process.env.FABRIK_DEBUG) && err instanceof Error && err.stack) stderr.write(err.stack + "\n");
   return fe.exitCode;
 }

@@ -6,6 +6,7 @@
  * a TTY, and handed to renderers as a configured chalk instance (chalk alone ignores `NO_COLOR`).
  */
 import { Chalk, type ChalkInstance } from "chalk";
+import { sanitizeLine } from "./sanitize.js";
 
 export type ColorMode = "auto" | "always" | "never";
 
@@ -100,7 +101,7 @@ export function memoryIo(opts: Partial<Pick<Io, "stdoutTty" | "stderrTty" | "std
 
 /** Print a warning line on stderr (`warning: …`). */
 export function warn(io: Io, message: string): void {
-  io.stderr.write(`${io.errColor.yellow("warning:")} ${message}\n`);
+  io.stderr.write(`${io.errColor.yellow("warning:")} ${sanitizeLine(message, 2000)}\n`);
 }
 
 /** Print an informational line on stderr. */

@@ -4,6 +4,7 @@ import { FabrikError } from "../errors.js";
 import { ExitCode } from "../exit-codes.js";
 import { printJson } from "../io.js";
 import type { MultiResult } from "../vm-service.js";
+import { sanitizeLine } from "../sanitize.js";
 
 /** Print the outcome of each VM; exit 0 when all succeeded, else the first failure's code. */
 export function reportMulti(ctx: Context, verb: string, results: MultiResult): number {
@@ -20,7 +21,7 @@ export function reportMulti(ctx: Context, verb: string, results: MultiResult): n
       continue;
     }
     const fe = r.error instanceof FabrikError ? r.error : undefined;
-    ctx.io.stderr.write(`fabrik: error: ${r.name}: ${r.error.message}${fe?.hint ? ` (${fe.hint})` : ""}\n`);
+    ctx.io.stderr.write(`fabrik: error: ${r.name}: ${sanitizeLine(r.error.message + (fe?.hint ? ` (${fe.hint})` : ""), 4000)}\n`);
     if (code === ExitCode.OK) code = fe?.exitCode ?? ExitCode.ERROR;
   }
   const failed = results.filter((r) => r.error !== null).length;
