@@ -19,7 +19,10 @@ export async function runSteps(io: Io, steps: Step[]): Promise<void> {
     const list = new Listr(
       steps.map((s) => ({
         title: s.title,
-        skip: () => s.skip?.() ?? false,
+        skip: () => {
+          const reason = s.skip?.();
+          return reason ? `${s.title}: skipped (${reason})` : false;
+        },
         task: async (_ctx: unknown, task: { title: string }) => {
           const detail = await s.run();
           if (detail) task.title = `${s.title} (${detail})`;
