@@ -14,8 +14,11 @@ export const DEFAULTS = {
   engineVersion: "0.32.0",
   /** Deadline for one probe round trip to one VM, ms (issue: per-VM deadline, default 5 s). */
   probeTimeoutMs: 5_000,
-  /** VMs probed at once by `runs list`. Lima's sshd allows 10 sessions per master (lima-contract §4). */
-  probeConcurrency: 8,
+  /**
+   * VMs probed at once by `runs list` (one session per VM, so Lima's per-VM MaxSessions of 10 is not the
+   * limit; host CPU is: `npm run bench` measured 10 VMs at cap 8 in two waves vs one at cap 10+).
+   */
+  probeConcurrency: 16,
   /** Engine rule: a `running` run whose last sign of life is older than this is stale/orphaned (RUN_HEARTBEAT_STALE_MS = 30 s). */
   engineHeartbeatStaleMs: 30_000,
   /** The launcher rewrites heartbeat.json every 10 s; three missed beats = stale. */
