@@ -101,6 +101,28 @@ describe.skipIf(skip)("runs watch", () => {
     }
   }, 240_000);
 
+  it("a VM that becomes unreachable shows as such; watch keeps trying until --timeout (exit 10)", async () => {
+    const t2: TestEnv = t;
+    const r2 = await fabrikAsync(t2, ["vm", "create", "wu", "--no-engine"], { timeoutMs: 120_000 });
+    expect(r2.code, r2.stderr).toBe(0);
+    const run = await fabrikAsync(t2, ["run", "--vm", "wu", "--workflow", SEQ, "--input", JSON.stringify({ tasks: 6, sleepMs: 3000 }), "--json"], { timeoutMs: 300_000 });
+    expect(run.code, run.stderr).toBe(0);
+    const id = json<{ id: number }>(run).id;
+    const { spawn } = await import("node:child_process");
+    const p = spawn(process.execPath, [FABRIK_BIN, "runs", "watch", "--vm", "wu", "--run-id", String(id), "--interval", "0.5", "--timeout", "20"], { env: t.env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    p.stdout.on("data", (c) => (out += c));
+    p.stderr.on("data", (c) => (err += c));
+    await waitFor(() => out.includes("in-progress"), { timeoutMs: 60_000, what: "a task to start" });
+    expect(fabrik(t, ["vm", "stop", "wu"]).code).toBe(0);
+    const code = await new Promise<number>((resolve) => p.on("exit", (c) => resolve(c ?? -1)));
+    expect(code).toBe(10);
+    expect(out).toMatch(new RegExp(`run ${id} VM wu unreachable: .*still trying`));
+    expect(out).not.toMatch(/status running → (orphaned|failed)/);
+    expect(err).toMatch(/timed out after 20s/);
+  }, 180_000);
+
   it("Ctrl-C exits 130 and never touches the run", async () => {
     const id = await launch(t, { tasks: 3, sleepMs: 2000 });
     const { spawn } = await import("node:child_process");
