@@ -16,7 +16,7 @@
 import { StringDecoder } from "node:string_decoder";
 import type { Context } from "./context.js";
 import { NotFoundError, UsageError, VmUnavailableError, InterruptedError } from "./errors.js";
-import { ExitCode } from "./exit-codes.js";
+import { ExitCode, runOutcomeExitCode } from "./exit-codes.js";
 import { DEFAULTS } from "./config.js";
 import type { Sink } from "./io.js";
 import { sanitizeText } from "./sanitize.js";
@@ -112,16 +112,7 @@ function outcomeOf(dbStatus: string | null, exitCode: number | null): RunOutcome
 
 /** `--exit-status`: done → 0, failed → 8, cancelled → 9, not done → 10 (see `fabrik help exit-codes`). */
 export function outcomeExitCode(o: RunOutcome): number {
-  switch (o.kind) {
-    case "done":
-      return ExitCode.OK;
-    case "failed":
-      return ExitCode.RUN_FAILED;
-    case "cancelled":
-      return ExitCode.RUN_CANCELLED;
-    case "not-done":
-      return ExitCode.RUN_NOT_DONE;
-  }
+  return runOutcomeExitCode(o.kind);
 }
 
 /** The stderr line that ends an attach: `run 113 finished: done (exit 0)`. */

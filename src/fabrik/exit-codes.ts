@@ -34,6 +34,23 @@ export const ExitCode = {
 export type ExitCodeName = keyof typeof ExitCode;
 export type ExitCodeValue = (typeof ExitCode)[ExitCodeName];
 
+/**
+ * The `--exit-status` code for a run's outcome (shared by watch and attach): `done` → 0, `failed` → 8,
+ * `cancelled` → 9, anything else (orphaned, waiting, not done) → 10.
+ */
+export function runOutcomeExitCode(outcome: string): ExitCodeValue {
+  switch (outcome) {
+    case "done":
+      return ExitCode.OK;
+    case "failed":
+      return ExitCode.RUN_FAILED;
+    case "cancelled":
+      return ExitCode.RUN_CANCELLED;
+    default:
+      return ExitCode.RUN_NOT_DONE;
+  }
+}
+
 const DESCRIPTIONS: Record<ExitCodeName, string> = {
   OK: "success",
   ERROR: "general error (remote command failed, operation incomplete, internal bug)",

@@ -10,7 +10,7 @@
 import type { Context } from "./context.js";
 import { requireVm } from "./context.js";
 import { observeVm, reconcile, type RunView } from "./runs-service.js";
-import { ExitCode } from "./exit-codes.js";
+import { ExitCode, runOutcomeExitCode } from "./exit-codes.js";
 import { NotFoundError, UsageError } from "./errors.js";
 import type { NodeFact, ProbeResponse } from "../vm/probe-schema.js";
 import type { RunRecord } from "./registry.js";
@@ -34,19 +34,8 @@ export function isFinal(v: RunView, refreshesSeenFinal: number): boolean {
   return v.exit_code !== null || v.launcher_alive !== true || refreshesSeenFinal > 10;
 }
 
-/** The `--exit-status` code for a run's outcome. */
-export function outcomeExitCode(effective: string): number {
-  switch (effective) {
-    case "done":
-      return ExitCode.OK;
-    case "failed":
-      return ExitCode.RUN_FAILED;
-    case "cancelled":
-      return ExitCode.RUN_CANCELLED;
-    default:
-      return ExitCode.RUN_NOT_DONE;
-  }
-}
+/** The `--exit-status` code for a run's effective status (see {@link runOutcomeExitCode}). */
+export const outcomeExitCode = runOutcomeExitCode;
 
 /** What watch remembers of a run between refreshes (small and bounded: no history is kept). */
 export interface WatchSnapshot {
