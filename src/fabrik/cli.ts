@@ -299,6 +299,6 @@ function reportError(err: unknown, io: Io | undefined, interrupted: boolean): nu
   const hint = fe.hint ? ` (${fe.hint})` : "";
   // Messages can quote what a VM printed: one line, no terminal escapes.
   stderr.write(`fabrik: error: ${sanitizeLine(fe.message + hint, 4000)}\n`);
-  if ((io ? false : process.env.FABRIK_DEBUG) && err instanceof Error && err.stack) stderr.write(err.stack + "\n");
+  if (process.env.FABRIK_DEBUG && err instanceof Error && err.stack) stderr.write(err.stack + "\n");
   return fe.exitCode;
 }

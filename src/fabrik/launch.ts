@@ -11,7 +11,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Context } from "./context.js";
-import { requireVm } from "./context.js";
+import { driverFor } from "./context.js";
 import { DEFAULTS } from "./config.js";
 import { FabrikError, NotFoundError, RefusedError, RemoteError, UsageError, UserError, VmUnavailableError } from "./errors.js";
 import { guestHomeOf } from "./vm-service.js";
@@ -155,7 +155,8 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<Launc
   const dialect = requireEngineDialect(req.engineVersion);
   const inputJson = parseInput(req.input);
   const wf = collectWorkflowFiles(req.workflow);
-  const { driver, name: driverName } = await requireVm(ctx, req.vm);
+  // One status call: the driver recorded for the VM (or the default) tells both existence and status.
+  const { driver, name: driverName } = driverFor(ctx, req.vm);
   const info = await driver.inspect(req.vm, { timeoutMs: ctx.config.probeTimeoutMs * 2 });
   if (!info) throw new NotFoundError(`VM ${req.vm} does not exist`, "see `fabrik vm list`");
   if (info.status !== "Running") throw new VmUnavailableError(req.vm, `VM ${req.vm} is ${info.status}`, `start it with \`fabrik vm start ${req.vm}\``);

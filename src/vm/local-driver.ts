@@ -53,7 +53,8 @@ export class LocalDriver implements VmDriver {
       return LocalVmStateSchema.parse(JSON.parse(fs.readFileSync(path.join(this.dir(name), "vm.json"), "utf8")));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      return { name, status: "Stopped", created_at_ms: 0, template: null, ...{ broken: true } } as LocalVmState;
+      // An unreadable vm.json: report the VM as stopped rather than hide it (vm list shows it; start rewrites it).
+      return { name, status: "Stopped", created_at_ms: 0, template: null };
     }
   }
 
