@@ -15,11 +15,11 @@
  */
 import { StringDecoder } from "node:string_decoder";
 import type { Context } from "./context.js";
-import { NotFoundError, UsageError, VmUnavailableError, InterruptedError } from "./errors.js";
+import { NotFoundError, UsageError, VmUnavailableError, InterruptedError } from "../core/errors.js";
 import { ExitCode, runOutcomeExitCode } from "./exit-codes.js";
 import { DEFAULTS } from "./config.js";
 import type { Sink } from "./io.js";
-import { sanitizeText } from "./sanitize.js";
+import { sanitizeText } from "../core/sanitize.js";
 import { CONTROL_FILES } from "../vm/launcher.js";
 import type { ProbeRequest, ProbeRunResult } from "../vm/probe-schema.js";
 import { openVmSession, type FileFollower, type VmSession } from "../vm/session.js";

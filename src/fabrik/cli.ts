@@ -4,13 +4,13 @@
  * errors into messages and exit codes (see errors.ts, exit-codes.ts).
  */
 import yargs, { type Argv } from "yargs";
-import { ExitCode, renderExitCodeHelp } from "./exit-codes.js";
-import { ExitWith, FabrikError, UsageError, asInternalError } from "./errors.js";
+import { ExitCode, ExitWith, exitCodeOf, renderExitCodeHelp } from "./exit-codes.js";
+import { FabrikError, UsageError, asInternalError } from "../core/errors.js";
 import { createContext, type Context } from "./context.js";
 import type { ColorMode, Io } from "./io.js";
 import type { DriverName } from "./config.js";
 import { VERSION } from "./version.js";
-import { sanitizeLine } from "./sanitize.js";
+import { sanitizeLine } from "../core/sanitize.js";
 import type { VmDriver } from "../vm/driver.js";
 
 /** Options for {@link main} (tests run commands in-process with their own io/env). */
@@ -300,5 +300,5 @@ function reportError(err: unknown, io: Io | undefined, interrupted: boolean): nu
   // Messages can quote what a VM printed: one line, no terminal escapes.
   stderr.write(`fabrik: error: ${sanitizeLine(fe.message + hint, 4000)}\n`);
   if (process.env.FABRIK_DEBUG && err instanceof Error && err.stack) stderr.write(err.stack + "\n");
-  return fe.exitCode;
+  return exitCodeOf(fe);
 }

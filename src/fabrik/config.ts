@@ -4,7 +4,8 @@
  */
 import fs from "node:fs";
 import { z } from "zod";
-import { ConfigError } from "./errors.js";
+import { ConfigError } from "../core/errors.js";
+import { DRIVER_NAMES, type DriverName } from "../vm/driver.js";
 
 /** Built-in defaults, each with the source of its value. */
 export const DEFAULTS = {
@@ -35,11 +36,11 @@ export const DEFAULTS = {
   engineInstallTimeoutMs: 15 * 60_000,
 };
 
-export type DriverName = "lima" | "local";
+export type { DriverName };
 
 const ConfigFileSchema = z
   .object({
-    driver: z.enum(["lima", "local"]).optional(),
+    driver: z.enum(DRIVER_NAMES).optional(),
     engine: z
       .object({
         version: z.string().min(1).optional(),

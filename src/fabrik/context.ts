@@ -6,10 +6,10 @@ import { resolveConfig, type Config, type ConfigFlags } from "./config.js";
 import { processIo, type ColorMode, type Io } from "./io.js";
 import { resolvePaths, type FabrikPaths } from "./paths.js";
 import type { Registry } from "./registry.js";
-import { DriverSet } from "../vm/drivers.js";
+import { DriverSet } from "./drivers.js";
 import type { VmDriver } from "../vm/driver.js";
 import type { DriverName } from "./config.js";
-import { NotFoundError } from "./errors.js";
+import { NotFoundError } from "../core/errors.js";
 
 export interface Context {
   io: Io;

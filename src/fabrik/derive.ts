@@ -13,8 +13,9 @@
  *   liveness and heartbeat.json, and the missing facts are listed.
  */
 import type { RunRecord } from "./registry.js";
-import type { ProbeRunResult, NodeFact, PidFact } from "../vm/probe-schema.js";
-import { hostStatusFromEffective, type EffectiveStatus, type HostStatus } from "./status.js";
+import type { NodeFact, PidFact } from "../vm/probe-schema.js";
+import type { RunObservation as Observation } from "../vm/probe.js";
+import { hostStatusFromEffective, type EffectiveStatus, type HostStatus } from "../core/status.js";
 import { compareVersions } from "../vm/versions.js";
 import { shellQuote as shellSafe } from "../vm/shell-quote.js";
 
@@ -32,11 +33,6 @@ export interface DeriveThresholds {
   configuredEngineVersion: string;
 }
 
-/** A live observation of one run, or why there is none. */
-export type Observation =
-  | { kind: "live"; result: ProbeRunResult; vmNowMs: number; tool: string }
-  | { kind: "unreachable"; reason: string }
-  | { kind: "none" };
 
 export interface Mismatch {
   field: string;

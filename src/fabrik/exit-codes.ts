@@ -4,6 +4,8 @@
  *
  * `vm shell NAME -- cmd` is the one exception: it passes the guest command's own exit status through.
  */
+import { FabrikError, type ErrorKind } from "../core/errors.js";
+
 export const ExitCode = {
   /** Success. */
   OK: 0,
@@ -33,6 +35,37 @@ export const ExitCode = {
 
 export type ExitCodeName = keyof typeof ExitCode;
 export type ExitCodeValue = (typeof ExitCode)[ExitCodeName];
+
+/** The exit code of each error kind: the ONE mapping from `FabrikError.kind` to a process exit status. */
+export const EXIT_CODE_OF_KIND: Record<ErrorKind, ExitCodeValue> = {
+  usage: ExitCode.USAGE,
+  user: ExitCode.ERROR,
+  config: ExitCode.CONFIG,
+  "not-found": ExitCode.NOT_FOUND,
+  refused: ExitCode.REFUSED,
+  unavailable: ExitCode.UNAVAILABLE,
+  prerequisite: ExitCode.PREREQUISITE,
+  remote: ExitCode.ERROR,
+  interrupted: ExitCode.INTERRUPTED,
+  internal: ExitCode.ERROR,
+};
+
+/** The exit code for an error: its kind's code ({@link EXIT_CODE_OF_KIND}); anything that is not a FabrikError is a bug (1). */
+export function exitCodeOf(err: unknown): ExitCodeValue {
+  return err instanceof FabrikError ? EXIT_CODE_OF_KIND[err.kind] : ExitCode.ERROR;
+}
+
+/**
+ * Not a failure: makes the CLI exit with a given code and no message (`vm shell` passing the guest's status
+ * through, `--exit-status` relaying a run's outcome, a `--dry-run` that says "not allowed").
+ */
+export class ExitWith extends Error {
+  readonly exitCode: number;
+  constructor(exitCode: number) {
+    super(`exit ${exitCode}`);
+    this.exitCode = exitCode;
+  }
+}
 
 /**
  * The `--exit-status` code for a run's outcome (shared by watch and attach): `done` → 0, `failed` → 8,

@@ -6,7 +6,7 @@
  * a TTY, and handed to renderers as a configured chalk instance (chalk alone ignores `NO_COLOR`).
  */
 import { Chalk, type ChalkInstance } from "chalk";
-import { sanitizeLine } from "./sanitize.js";
+import { sanitizeLine } from "../core/sanitize.js";
 
 export type ColorMode = "auto" | "always" | "never";
 

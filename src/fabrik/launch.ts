@@ -13,7 +13,7 @@ import path from "node:path";
 import type { Context } from "./context.js";
 import { driverFor } from "./context.js";
 import { DEFAULTS } from "./config.js";
-import { FabrikError, NotFoundError, RefusedError, RemoteError, UsageError, UserError, VmUnavailableError } from "./errors.js";
+import { FabrikError, NotFoundError, RefusedError, RemoteError, UsageError, UserError, VmUnavailableError } from "../core/errors.js";
 import { guestHomeOf } from "./vm-service.js";
 import { ensureEngine, engineDir, requireEngineDialect } from "../vm/engine.js";
 import { CONTROL_FILES, buildLauncherScript, runDbPath, runDirName, smithersRunIdFor, startEngineArgs } from "../vm/launcher.js";

@@ -14,9 +14,9 @@ import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
 import type BetterSqlite3 from "better-sqlite3";
-import { ConfigError } from "./errors.js";
+import { ConfigError } from "../core/errors.js";
 import type { DriverName } from "./config.js";
-import type { HostStatus } from "./status.js";
+import type { HostStatus } from "../core/status.js";
 
 /** One run as cached on the host. Times are epoch milliseconds. */
 export interface RunRecord {

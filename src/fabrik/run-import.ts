@@ -7,7 +7,7 @@ import path from "node:path";
 import type { Context } from "./context.js";
 import { requireVm } from "./context.js";
 import { guestHomeOf } from "./vm-service.js";
-import { UsageError } from "./errors.js";
+import { UsageError } from "../core/errors.js";
 import { probeVm } from "../vm/probe.js";
 import type { DiscoveredRun } from "../vm/probe-schema.js";
 import { observeVm, reconcile, type RunView } from "./runs-service.js";

@@ -5,11 +5,12 @@
 import pLimit from "p-limit";
 import type { Context } from "./context.js";
 import type { RunFilter, RunRecord } from "./registry.js";
-import { deriveRunState, type DeriveThresholds, type DerivedState, type Observation } from "./derive.js";
-import { NotFoundError, UsageError } from "./errors.js";
+import { deriveRunState, type DeriveThresholds, type DerivedState } from "./derive.js";
+import type { RunObservation as Observation } from "../vm/probe.js";
+import { NotFoundError, UsageError } from "../core/errors.js";
 import type { ProbeRequest, ProbeResponse } from "../vm/probe-schema.js";
 import { probeVm } from "../vm/probe.js";
-import { isHostStatus, type HostStatus } from "./status.js";
+import { isHostStatus, type HostStatus } from "../core/status.js";
 import type { VmDriver } from "../vm/driver.js";
 
 /**

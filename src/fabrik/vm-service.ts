@@ -9,7 +9,7 @@ import type { Context } from "./context.js";
 import { driverFor } from "./context.js";
 import type { DriverName } from "./config.js";
 import type { VmInfo } from "../vm/driver.js";
-import { FabrikError, NotFoundError, PrerequisiteError, RefusedError, UserError } from "./errors.js";
+import { FabrikError, NotFoundError, PrerequisiteError, RefusedError, UserError } from "../core/errors.js";
 import { assertVmName } from "../vm/names.js";
 import { warn } from "./io.js";
 
@@ -133,7 +133,7 @@ export async function createAndStartVm(ctx: Context, req: CreateVmRequest, templ
   ctx.registry().upsertVm({ name: req.name, driver: req.driver, guest_home: null, created_at_ms: ctx.now(), template: template ?? null });
   await driver.start(req.name, { timeoutMs: req.timeoutMs });
   const info = await driver.inspect(req.name, { timeoutMs: ctx.config.probeTimeoutMs * 2 });
-  if (!info) throw new FabrikError("remote", 1, `VM ${req.name} vanished right after it was created`);
+  if (!info) throw new FabrikError("remote", `VM ${req.name} vanished right after it was created`);
   ctx.registry().upsertVm({ name: req.name, driver: req.driver, guest_home: info.guestHome ?? null, created_at_ms: ctx.now(), template: template ?? null });
   return info;
 }

@@ -12,8 +12,7 @@
  *   `run WF --run-id ID --resume` (0.5). Never `smithers resume`, never an engine start without the run id
  *   (the guide's "Resume Creates New Runs" bug).
  */
-import type { RunRecord } from "../fabrik/registry.js";
-import type { Observation } from "../fabrik/derive.js";
+import type { RunObservation } from "../vm/probe.js";
 import type { DbFacts, NodeFact, PidFact } from "../vm/probe-schema.js";
 import { buildLauncherScript, resumeEngineArgs, type EngineCommand } from "../vm/launcher.js";
 import { engineDialect, engineLayout, isSupportedEngineVersion, type EngineDialect } from "../vm/engine-recipe.js";
@@ -68,10 +67,24 @@ export interface ResumeThresholds {
   engineHeartbeatStaleMs: number;
 }
 
+/** The run to resume, as the host registry knows it (a `RunRecord` satisfies it). Paths are absolute in the guest. */
+export interface ResumeTarget {
+  /** Host run id (`--id`). */
+  id: number;
+  vm: string;
+  smithers_run_id: string;
+  engine_version: string | null;
+  control_dir: string;
+  smithers_db_path: string;
+  workflow_path: string;
+  /** Resumes so far; the next script is `resume-<resume_count + 1>.sh`. */
+  resume_count: number;
+}
+
 export interface PlanInput {
-  run: RunRecord;
+  run: ResumeTarget;
   /** ONE live observation with `nodes` (or why there is none). */
-  observation: Observation;
+  observation: RunObservation;
   options: ResumeOptions;
   thresholds: ResumeThresholds;
   /** Host clock, epoch ms (backup stamp). */
@@ -198,7 +211,8 @@ export function engineCommandText(c: EngineCommand): string {
   return text;
 }
 
-function nodeLabel(n: { node_id: string; iteration: number }): string {
+/** `step-3`, or `step-3 (iteration 2)` for a loop iteration. */
+export function nodeLabel(n: { node_id: string; iteration: number }): string {
   return n.iteration > 0 ? `${n.node_id} (iteration ${n.iteration})` : n.node_id;
 }
 
@@ -525,44 +539,4 @@ export function refusalLine(plan: Pick<ResumePlan, "host_run_id" | "reasons">): 
     message: `cannot resume run ${plan.host_run_id}: ${first?.message ?? "refused"}${more}`,
     hint: [first?.hint, rest.length > 0 ? `see every check with \`fabrik run resume --id ${plan.host_run_id} --dry-run\`` : null].filter(Boolean).join("; ") || `see \`fabrik run resume --id ${plan.host_run_id} --dry-run\``,
   };
-}
-
-/** Render a plan for people (pure). `tty` picks symbols; the script is printed in full. */
-export function renderResumePlan(plan: ResumePlan, opts: { tty: boolean; showScript: boolean }): string {
-  const ok = opts.tty ? "✓" : "ok  ";
-  const bad = opts.tty ? "✗" : "FAIL";
-  const L: string[] = [];
-  L.push(`Resume plan for run ${plan.host_run_id} (VM ${plan.vm}, smithers run ${plan.smithers_run_id}, engine ${plan.engine_version ?? "unknown"})`);
-  L.push(`  verdict:   ${plan.allowed ? "allowed" : "REFUSED"}`);
-  L.push(`  mode:      ${plan.mode_description ?? "-"}${plan.db_status ? ` (DB status ${plan.db_status})` : ""}`);
-  if (plan.progress) L.push(`  progress:  ${plan.banner.slice(0, 2).join("; ")}`);
-  L.push(`  command:   ${plan.engine_command ?? "-"}`);
-  L.push("", "Checks:");
-  const w = Math.max(...plan.checks.map((c) => c.name.length), 8);
-  for (const c of plan.checks) L.push(`  ${c.ok ? ok : bad} ${c.name.padEnd(w)}  ${c.detail}${c.source === "vm" ? "  [in VM]" : ""}`);
-  if (!plan.checks.some((c) => c.source === "vm")) L.push(`  (re-checked inside the VM right before any change: ${plan.rechecked_in_vm.join("; ")})`);
-  L.push("", `Will reset (one transaction, run ${plan.smithers_run_id} only; finished work and other runs untouched):`);
-  const r = plan.reset;
-  if (r.attempts.length === 0 && r.nodes.length === 0 && !r.run && !r.by_engine) L.push("  nothing");
-  for (const a of r.attempts) L.push(`  attempt ${nodeLabel(a)} #${a.attempt ?? "?"}: ${a.from} -> ${a.to}`);
-  for (const n of r.nodes) L.push(`  node    ${nodeLabel(n)}: ${n.from} -> ${n.to}`);
-  if (r.run) L.push(`  run     heartbeat_at_ms (${r.run.heartbeat_at_ms ?? "NULL"}) and runtime_owner_id (${r.run.runtime_owner_id ?? "NULL"}) -> NULL`);
-  if (r.by_engine) L.push(`  engine  ${r.by_engine}`);
-  L.push("", `Backup:  ${plan.backup_path} (VACUUM INTO, WAL included; last ${plan.keep_backups} kept)`);
-  if (plan.fix) {
-    L.push(
-      `Fix:     truncate this run's response_text/error_json values over ${plan.fix.limit_bytes} bytes (keep the tail), then VACUUM` +
-        (plan.fix.oversized_values !== null ? ` — largest now ${Math.max(plan.fix.max_response_text_bytes ?? 0, plan.fix.max_error_json_bytes ?? 0)} bytes` : ""),
-    );
-  }
-  L.push(`Script:  ${plan.script_path}`);
-  for (const x of plan.warnings) L.push(`warning: ${x}`);
-  if (plan.reasons.length > 0) {
-    L.push("", "Refused because:");
-    for (const x of plan.reasons) L.push(`  - ${x.message}${x.hint ? `\n    next: ${x.hint}` : ""}`);
-  }
-  if (opts.showScript && plan.script) {
-    L.push("", `----- ${plan.script_path} -----`, plan.script.replace(/\n$/, ""), "----- end of script -----");
-  }
-  return L.join("\n") + "\n";
 }

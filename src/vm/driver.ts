@@ -5,7 +5,10 @@
  * - `lima` (`lima-driver.ts`): a Lima instance, driven through `limactl` (lima-contract.md).
  * - `local` (`local-driver.ts`): a folder on this host posing as a VM (no isolation), same in-VM layout.
  */
-import type { DriverName } from "../fabrik/config.js";
+
+/** The drivers fabrik has (the `--driver` values, recorded per VM in the registry). */
+export const DRIVER_NAMES = ["lima", "local"] as const;
+export type DriverName = (typeof DRIVER_NAMES)[number];
 
 /** VM status in Lima's words (lima-contract §1): Running, Stopped, Broken; Unknown when it cannot be told. */
 export type VmStatus = "Running" | "Stopped" | "Broken" | "Unknown";

@@ -4,7 +4,7 @@
  * of a package.json that pins the engine and its overrides). Idempotent (a marker file written last),
  * serialised by a lock, and run through the VM's own package access.
  */
-import { PrerequisiteError, UserError } from "../fabrik/errors.js";
+import { PrerequisiteError, UserError } from "../core/errors.js";
 import type { VmDriver } from "./driver.js";
 import { BUN_VERSION, UnknownEngineVersionError, engineDialect, engineLayout, enginePackageJson, type EngineDialect, type EngineLayout } from "./engine-recipe.js";
 

@@ -16,7 +16,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawn } from "node:child_process";
 import { z } from "zod";
-import { NotFoundError, PrerequisiteError, RemoteError, VmUnavailableError, InterruptedError } from "../fabrik/errors.js";
+import { NotFoundError, PrerequisiteError, RemoteError, VmUnavailableError, InterruptedError } from "../core/errors.js";
 import type { CreateOptions, ExecOptions, ExecResult, SshTarget, StreamHandle, VmDriver, VmInfo, VmStatus } from "./driver.js";
 import { runProcess, streamProcess, type ProcessResult } from "./process.js";
 import { compareVersions } from "./versions.js";

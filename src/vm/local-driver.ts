@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
 import { z } from "zod";
-import { InterruptedError, NotFoundError, RefusedError, RemoteError, VmUnavailableError } from "../fabrik/errors.js";
+import { InterruptedError, NotFoundError, RefusedError, RemoteError, VmUnavailableError } from "../core/errors.js";
 import type { CreateOptions, ExecOptions, ExecResult, SshTarget, StreamHandle, VmDriver, VmInfo } from "./driver.js";
 import { runProcess, streamProcess } from "./process.js";
 import { assertVmName } from "./names.js";

@@ -3,7 +3,7 @@
  * `^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$`, at most 76 characters, not ending in `.yml`/`.yaml`
  * (lima-contract §3, `pkg/identifiers`, `dirnames.ValidateInstName`).
  */
-import { UsageError } from "../fabrik/errors.js";
+import { UsageError } from "../core/errors.js";
 
 const VM_NAME = /^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$/;
 export const VM_NAME_MAX = 76;

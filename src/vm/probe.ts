@@ -13,8 +13,17 @@
  */
 import fs from "node:fs";
 import type { VmDriver } from "./driver.js";
-import { RemoteError } from "../fabrik/errors.js";
-import { ProbeRequestSchema, ProbeResponseSchema, type ProbeRequest, type ProbeResponse } from "./probe-schema.js";
+import { RemoteError } from "../core/errors.js";
+import { ProbeRequestSchema, ProbeResponseSchema, type ProbeRequest, type ProbeResponse, type ProbeRunResult } from "./probe-schema.js";
+
+/**
+ * What fabrik saw of one run in its VM: a live probe result (with the VM's clock, epoch ms, and the tool that
+ * ran the probe), why the VM could not be asked, or nothing at all (a cache-only read such as `--no-live`).
+ */
+export type RunObservation =
+  | { kind: "live"; result: ProbeRunResult; vmNowMs: number; tool: string }
+  | { kind: "unreachable"; reason: string }
+  | { kind: "none" };
 
 /** Cap on the probe's stdout, bytes (8 MiB): 1000 runs with node lists fit; beyond it the driver fails the call. */
 export const PROBE_MAX_OUTPUT_BYTES = 8 * 1024 * 1024;

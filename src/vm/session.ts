@@ -13,7 +13,7 @@
  * an ended stream are dropped (the new stream re-reads them), so no byte is repeated or lost.
  */
 import type { ExecResult, VmDriver, StreamHandle } from "./driver.js";
-import { InterruptedError, NotFoundError, VmUnavailableError } from "../fabrik/errors.js";
+import { InterruptedError, NotFoundError, VmUnavailableError } from "../core/errors.js";
 import type { ProbeRequest, ProbeResponse } from "./probe-schema.js";
 import { probeVm } from "./probe.js";
 import { RECONNECT_BACKOFF, SshTransport } from "./ssh-transport.js";

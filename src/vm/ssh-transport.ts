@@ -19,7 +19,7 @@
  */
 import fs from "node:fs";
 import type { Client, ClientChannel } from "ssh2";
-import { InterruptedError, RemoteError, VmUnavailableError } from "../fabrik/errors.js";
+import { InterruptedError, RemoteError, VmUnavailableError } from "../core/errors.js";
 import type { ExecResult, SshTarget, StreamHandle } from "./driver.js";
 import { ProbeRequestSchema, ProbeResponseSchema, type ProbeRequest, type ProbeResponse } from "./probe-schema.js";
 import { shellJoin } from "./shell-quote.js";

@@ -10,7 +10,7 @@ import { attachRun } from "../../fabrik/attach.js";
 import { createContext, type Context } from "../../fabrik/context.js";
 import { memoryIo } from "../../fabrik/io.js";
 import { ExitCode } from "../../fabrik/exit-codes.js";
-import { NotFoundError } from "../../fabrik/errors.js";
+import { NotFoundError } from "../../core/errors.js";
 import { LocalDriver } from "../../vm/local-driver.js";
 import { main } from "../../fabrik/cli.js";
 import { openVmSession } from "../../vm/session.js";

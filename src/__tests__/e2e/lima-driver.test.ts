@@ -7,7 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { LimaDriver } from "../../vm/lima-driver.js";
-import { NotFoundError, PrerequisiteError, VmUnavailableError } from "../../fabrik/errors.js";
+import { NotFoundError, PrerequisiteError, VmUnavailableError } from "../../core/errors.js";
 import { makeTestEnv, standinUnavailable, stopAllStandinVms, STANDIN_DIR, type TestEnv } from "../helpers/cli.js";
 
 const skip = standinUnavailable();

@@ -15,7 +15,7 @@ import { LimaDriver, parseSshConfig } from "../../vm/lima-driver.js";
 import { probeVm } from "../../vm/probe.js";
 import type { SshTarget } from "../../vm/driver.js";
 import type { ProbeRequest } from "../../vm/probe-schema.js";
-import { VmUnavailableError } from "../../fabrik/errors.js";
+import { VmUnavailableError } from "../../core/errors.js";
 import { attachRun } from "../../fabrik/attach.js";
 import { createContext } from "../../fabrik/context.js";
 import { memoryIo } from "../../fabrik/io.js";

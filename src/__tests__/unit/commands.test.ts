@@ -9,7 +9,7 @@ import { main } from "../../fabrik/cli.js";
 import { completeValues } from "../../fabrik/completion.js";
 import { memoryIo } from "../../fabrik/io.js";
 import { Registry } from "../../fabrik/registry.js";
-import { VmUnavailableError } from "../../fabrik/errors.js";
+import { VmUnavailableError } from "../../core/errors.js";
 import { FakeDriver, vmInfo } from "../helpers/fake-driver.js";
 import type { ProbeResponse } from "../../vm/probe-schema.js";
 

@@ -5,12 +5,12 @@ import path from "node:path";
 import { resolveColorLevel } from "../../fabrik/io.js";
 import { resolveConfig } from "../../fabrik/config.js";
 import { resolvePaths } from "../../fabrik/paths.js";
-import { ConfigError, UsageError } from "../../fabrik/errors.js";
-import { ExitCode, renderExitCodeHelp } from "../../fabrik/exit-codes.js";
-import { sanitizeLine, sanitizeText } from "../../fabrik/sanitize.js";
+import { ConfigError, UsageError } from "../../core/errors.js";
+import { ExitCode, exitCodeOf, renderExitCodeHelp } from "../../fabrik/exit-codes.js";
+import { sanitizeLine, sanitizeText } from "../../core/sanitize.js";
 import { vmNameProblem, assertVmName } from "../../vm/names.js";
 import { VERSION } from "../../fabrik/version.js";
-import { hostStatusFromSmithers, smithersStatusFromHost, SMITHERS_RUN_STATUSES } from "../../fabrik/status.js";
+import { hostStatusFromSmithers, smithersStatusFromHost, SMITHERS_RUN_STATUSES } from "../../core/status.js";
 
 describe("colour resolution", () => {
   const rows: [string, boolean, Record<string, string>, number][] = [
@@ -82,7 +82,7 @@ describe("exit codes", () => {
     }
   });
   it("UsageError exits 2", () => {
-    expect(new UsageError("x").exitCode).toBe(2);
+    expect(exitCodeOf(new UsageError("x"))).toBe(2);
   });
 });
 

@@ -1,5 +1,6 @@
 import { describe, it, expect } from "vitest";
-import { deriveRunState, type DeriveThresholds, type Observation } from "../../fabrik/derive.js";
+import { deriveRunState, type DeriveThresholds } from "../../fabrik/derive.js";
+import type { RunObservation as Observation } from "../../vm/probe.js";
 import type { RunRecord } from "../../fabrik/registry.js";
 import type { ProbeRunResult, PidFact, NodeFact } from "../../vm/probe-schema.js";
 

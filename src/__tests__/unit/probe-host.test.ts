@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DriverName } from "../../fabrik/config.js";
-import { VmUnavailableError } from "../../fabrik/errors.js";
+import { VmUnavailableError } from "../../core/errors.js";
 import type { ExecOptions, ExecResult, VmDriver } from "../../vm/driver.js";
 import { PROBE_MAX_OUTPUT_BYTES, PROBE_WRAPPER, ProbeError, loadGuestProbe, probeVm } from "../../vm/probe.js";
 import { ProbeRequestSchema } from "../../vm/probe-schema.js";

@@ -5,7 +5,7 @@ import path from "node:path";
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { Registry, SCHEMA_VERSION } from "../../fabrik/registry.js";
-import { ConfigError } from "../../fabrik/errors.js";
+import { ConfigError } from "../../core/errors.js";
 
 const require = createRequire(import.meta.url);
 

@@ -8,11 +8,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { quote } from "shell-quote";
-import { planResume, refusalLine, renderResumePlan, withVmChecks, backupPathFor, guestHomeFromControlDir, type PlanInput, type ResumePlan } from "../../resume/plan.js";
+import { planResume, refusalLine, withVmChecks, backupPathFor, guestHomeFromControlDir, type PlanInput, type ResumePlan } from "../../resume/plan.js";
 import type { RunRecord } from "../../fabrik/registry.js";
-import type { Observation } from "../../fabrik/derive.js";
+import type { RunObservation as Observation } from "../../vm/probe.js";
+import { renderResumePlan } from "../../fabrik/render/resume.js";
 import type { DbFacts, NodeFact, PidFact, ProbeRunResult } from "../../vm/probe-schema.js";
-import { RESUME_EXIT_LOCKED, RESUME_EXIT_NO_BUN, RESUME_WRAPPER, loadGuestResume, requestFor } from "../../resume/apply.js";
+import { RESUME_EXIT_LOCKED, RESUME_EXIT_NO_BUN, RESUME_WRAPPER, loadGuestResume, requestFor } from "../../fabrik/resume-service.js";
 import { REPO_ROOT } from "../helpers/fixtures.js";
 
 const NOW = 1_800_000_000_000;

@@ -1,9 +1,10 @@
 /** `fabrik run resume --id N [--dry-run] [--force] [--fix [--fix-limit B]] [--yes] [--reason TEXT]`. */
 import type { Context } from "../context.js";
 import { printJson } from "../io.js";
-import { RefusedError } from "../errors.js";
-import { ResumeRefusedError, renderResumeResult, resumeRun, type ResumeOutcome } from "../../resume/apply.js";
-import { refusalLine, renderResumePlan, type ResumePlan } from "../../resume/plan.js";
+import { RefusedError } from "../../core/errors.js";
+import { ResumeRefusedError, resumeRun, type ResumeOutcome } from "../resume-service.js";
+import { refusalLine, type ResumePlan } from "../../resume/plan.js";
+import { renderResumePlan, renderResumeResult } from "../render/resume.js";
 
 interface Args {
   id: number;

@@ -2,7 +2,7 @@
 import type { Context } from "../context.js";
 import { printJson } from "../io.js";
 import { launchRun } from "../launch.js";
-import { UsageError } from "../errors.js";
+import { UsageError } from "../../core/errors.js";
 
 interface Args {
   vm?: string;

@@ -3,7 +3,7 @@ import type { Context } from "../context.js";
 import { printJson } from "../io.js";
 import { importRuns } from "../run-import.js";
 import { renderRunList } from "../render/run.js";
-import { sanitizeLine } from "../sanitize.js";
+import { sanitizeLine } from "../../core/sanitize.js";
 
 export async function run(ctx: Context, args: { vm: string; path?: string }): Promise<void> {
   const r = await importRuns(ctx, args.vm, args.path);

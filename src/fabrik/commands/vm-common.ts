@@ -1,10 +1,10 @@
 /** Shared reporting for multi-VM commands: one line per VM, failures on stderr, worst exit code. */
 import type { Context } from "../context.js";
-import { FabrikError } from "../errors.js";
-import { ExitCode } from "../exit-codes.js";
+import { FabrikError } from "../../core/errors.js";
+import { ExitCode, exitCodeOf } from "../exit-codes.js";
 import { printJson } from "../io.js";
 import type { MultiResult } from "../vm-service.js";
-import { sanitizeLine } from "../sanitize.js";
+import { sanitizeLine } from "../../core/sanitize.js";
 
 /** Print the outcome of each VM; exit 0 when all succeeded, else the first failure's code. */
 export function reportMulti(ctx: Context, verb: string, results: MultiResult): number {
@@ -22,7 +22,7 @@ export function reportMulti(ctx: Context, verb: string, results: MultiResult): n
     }
     const fe = r.error instanceof FabrikError ? r.error : undefined;
     ctx.io.stderr.write(`fabrik: error: ${r.name}: ${sanitizeLine(r.error.message + (fe?.hint ? ` (${fe.hint})` : ""), 4000)}\n`);
-    if (code === ExitCode.OK) code = fe?.exitCode ?? ExitCode.ERROR;
+    if (code === ExitCode.OK) code = exitCodeOf(r.error);
   }
   const failed = results.filter((r) => r.error !== null).length;
   if (failed > 0 && results.length > 1) ctx.io.stderr.write(`${failed} of ${results.length} VMs failed\n`);

@@ -3,7 +3,7 @@ import type { Context } from "../context.js";
 import { driverFor } from "../context.js";
 import { forEachVm } from "../vm-service.js";
 import { reportMulti } from "./vm-common.js";
-import { RefusedError } from "../errors.js";
+import { RefusedError } from "../../core/errors.js";
 import { assertVmName } from "../../vm/names.js";
 
 export async function run(ctx: Context, args: { names: string[]; force: boolean }): Promise<number> {

@@ -5,7 +5,7 @@
 import type { ChalkInstance } from "chalk";
 import type { RunView } from "../runs-service.js";
 import type { Diagnosis } from "../derive.js";
-import { sanitizeLine } from "../sanitize.js";
+import { sanitizeLine } from "../../core/sanitize.js";
 import { formatAgeLong, formatAgeShort, formatBytes, formatTime, renderTable } from "./table.js";
 
 export interface RenderOptions {

@@ -2,7 +2,7 @@
 import type { ChalkInstance } from "chalk";
 import type { VmListRow } from "../vm-service.js";
 import { formatAgeShort, formatBytes, formatTime, renderTable } from "./table.js";
-import { sanitizeLine } from "../sanitize.js";
+import { sanitizeLine } from "../../core/sanitize.js";
 
 /** `NAME STATUS DRIVER SSH CPUS MEMORY DISK ACTIVE LAST-RUN DIR`. */
 export function renderVmList(rows: VmListRow[], opts: { tty: boolean; now: number; color: ChalkInstance }): string {

@@ -11,12 +11,12 @@
  */
 import fs from "node:fs";
 import { z } from "zod";
-import type { Context } from "../fabrik/context.js";
-import { NotFoundError, PrerequisiteError, RefusedError, RemoteError, UsageError, VmUnavailableError } from "../fabrik/errors.js";
-import { observeVm, requireRun } from "../fabrik/runs-service.js";
-import type { RunRecord } from "../fabrik/registry.js";
+import type { Context } from "./context.js";
+import { NotFoundError, PrerequisiteError, RefusedError, RemoteError, UsageError, VmUnavailableError } from "../core/errors.js";
+import { observeVm, requireRun } from "./runs-service.js";
+import type { RunRecord } from "./registry.js";
 import type { VmDriver } from "../vm/driver.js";
-import { RESUME_MODES, planResume, refusalLine, withVmChecks, type ResumeMode, type ResumePlan } from "./plan.js";
+import { RESUME_MODES, planResume, refusalLine, withVmChecks, type ResumeMode, type ResumePlan } from "../resume/plan.js";
 
 /** Exit status of {@link RESUME_WRAPPER} when another resume of the run holds `resume.lock`. */
 export const RESUME_EXIT_LOCKED = 75;
@@ -159,7 +159,7 @@ export class ResumeRefusedError extends RefusedError {
 }
 
 let cachedGuest: string | undefined;
-/** `guest/resume.js`, read once (two levels below the repo root from both `src/resume` and `dist/resume`). */
+/** `guest/resume.js`, read once (two levels below the repo root from both `src/fabrik` and `dist/fabrik`). */
 export function loadGuestResume(): string {
   cachedGuest ??= fs.readFileSync(new URL("../../guest/resume.js", import.meta.url), "utf8");
   return cachedGuest;
@@ -349,23 +349,4 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
     applied: true,
     registry: { id: updated.id, status: updated.status, resume_count: updated.resume_count, last_resumed_at_ms: updated.last_resumed_at_ms },
   };
-}
-
-/** Render what a real resume did (pure). */
-export function renderResumeResult(o: ResumeOutcome): string {
-  const r = o.vm_result!;
-  const L: string[] = [];
-  L.push(`resumed run ${o.plan.host_run_id} in VM ${o.plan.vm}: ${o.plan.mode_description} (smithers run ${o.plan.smithers_run_id}; launcher pid ${r.pids?.launcher_pid ?? "?"})`);
-  L.push(`  ${o.plan.banner.slice(0, 2).join("; ")}`);
-  if (r.backup) L.push(`  backup: ${r.backup.path} (${r.backup.size_bytes} bytes)${r.backup.removed.length ? `; removed ${r.backup.removed.length} older` : ""}`);
-  if (r.fix) {
-    L.push(
-      `  fix: ${r.fix.values} value(s) truncated (${r.fix.value_bytes_before} -> ${r.fix.value_bytes_after} bytes); DB ${r.fix.file_bytes_before.db_bytes + r.fix.file_bytes_before.wal_bytes} -> ${(r.fix.file_bytes_after?.db_bytes ?? 0) + (r.fix.file_bytes_after?.wal_bytes ?? 0)} bytes`,
-    );
-  }
-  const c = r.reset?.counts;
-  if (c) L.push(`  reset: ${c.attempts_cancelled} attempt(s) -> cancelled, ${c.nodes_pending} node(s) -> pending${c.run_cleared ? ", heartbeat/owner cleared" : ""}${r.reset?.by_engine ? `; ${r.reset.by_engine}` : ""}`);
-  if (r.script) L.push(`  script: ${r.script.path}`);
-  L.push(`  follow it with \`fabrik run attach --id ${o.plan.host_run_id}\``);
-  return L.join("\n") + "\n";
 }

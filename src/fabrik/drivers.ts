@@ -3,11 +3,11 @@
  * registry does not know (e.g. Lima instances created with limactl directly) use the configured default.
  */
 import path from "node:path";
-import type { Config, DriverName } from "../fabrik/config.js";
-import type { FabrikPaths } from "../fabrik/paths.js";
-import type { VmDriver } from "./driver.js";
-import { LimaDriver } from "./lima-driver.js";
-import { LocalDriver } from "./local-driver.js";
+import type { Config } from "./config.js";
+import type { FabrikPaths } from "./paths.js";
+import type { DriverName, VmDriver } from "../vm/driver.js";
+import { LimaDriver } from "../vm/lima-driver.js";
+import { LocalDriver } from "../vm/local-driver.js";
 
 /** Lazily built drivers, one per name per process. */
 export class DriverSet {
