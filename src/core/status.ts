@@ -1,13 +1,18 @@
 /**
- * The status vocabularies, in one place.
+ * The status vocabularies and the sets built from them, defined ONCE. Every other file imports these; no
+ * list of statuses is spelled out anywhere else.
  *
- * - {@link SmithersRunStatus} / {@link SmithersNodeState} / {@link SmithersAttemptState}: what the engine
- *   stores (smithers-engine.md, "Status vocabularies").
- * - {@link HostStatus}: what fabrik's registry caches for a run.
- * - {@link EffectiveStatus}: what fabrik concludes after reconciling the cache with a live observation.
+ * Two vocabularies, kept apart on purpose:
+ * - what the ENGINE stores (smithers-engine.md, "Status vocabularies"): {@link ENGINE_RUN_STATUSES},
+ *   {@link NODE_STATES}, {@link ATTEMPT_STATES};
+ * - what FABRIK concludes about a run: {@link RUN_STATUSES}, the verdict of the status authority
+ *   (`src/fabrik/status/`), which the registry also caches (minus `unreachable`, which is never cached).
  */
 
-export const SMITHERS_RUN_STATUSES = [
+// ---- the engine's words -------------------------------------------------------------------------
+
+/** `_smithers_runs.status` values. */
+export const ENGINE_RUN_STATUSES = [
   "running",
   "waiting-approval",
   "waiting-event",
@@ -19,9 +24,16 @@ export const SMITHERS_RUN_STATUSES = [
   "failed",
   "cancelled",
 ] as const;
-export type SmithersRunStatus = (typeof SMITHERS_RUN_STATUSES)[number];
+export type EngineRunStatus = (typeof ENGINE_RUN_STATUSES)[number];
 
-export const SMITHERS_NODE_STATES = [
+/** Engine run statuses that are the engine's own final record: the run will not change without a resume. */
+export const ENGINE_TERMINAL_STATUSES = ["finished", "continued", "failed", "cancelled"] as const satisfies readonly EngineRunStatus[];
+
+/** Engine run statuses in which the engine is parked by design (an approval, an event, a timer, quota, a pause). */
+export const ENGINE_PARKED_STATUSES = ["waiting-approval", "waiting-event", "waiting-timer", "waiting-quota", "paused"] as const satisfies readonly EngineRunStatus[];
+
+/** `_smithers_nodes.state` values. */
+export const NODE_STATES = [
   "pending",
   "in-progress",
   "waiting-approval",
@@ -35,36 +47,29 @@ export const SMITHERS_NODE_STATES = [
   "cancelled",
   "skipped",
 ] as const;
-export type SmithersNodeState = (typeof SMITHERS_NODE_STATES)[number];
+export type NodeState = (typeof NODE_STATES)[number];
 
-export const SMITHERS_ATTEMPT_STATES = ["in-progress", "finished", "failed", "cancelled"] as const;
-export type SmithersAttemptState = (typeof SMITHERS_ATTEMPT_STATES)[number];
+/** Node states that count as work done (progress and "continuing from" skip them). */
+export const NODE_DONE_STATES = ["finished", "skipped"] as const satisfies readonly NodeState[];
 
-/**
- * Host statuses cached in the registry.
- * - `launching`: row inserted, launch not yet confirmed (never shown as running).
- * - `running`, `waiting`: the engine was last seen working / waiting for approval, an event, a timer or quota.
- * - `done`, `failed`, `cancelled`: terminal outcomes.
- * - `unknown`: imported or observed with no usable status.
- */
-export const HOST_STATUSES = ["launching", "running", "waiting", "done", "failed", "cancelled", "unknown"] as const;
-export type HostStatus = (typeof HOST_STATUSES)[number];
+/** `_smithers_attempts.state` values. */
+export const ATTEMPT_STATES = ["in-progress", "finished", "failed", "cancelled"] as const;
+export type AttemptState = (typeof ATTEMPT_STATES)[number];
 
-/** Terminal host statuses: the run will not change without a resume. */
-export const TERMINAL_HOST_STATUSES: readonly HostStatus[] = ["done", "failed", "cancelled"];
+// ---- fabrik's verdict -----------------------------------------------------------------------------
 
 /**
- * Effective statuses derived by `deriveRunState`.
- * - `running`: engine alive and its heartbeat fresh.
- * - `stale`: engine process alive but its heartbeat is old (stuck).
- * - `orphaned`: the DB says running but no engine process lives (crashed, killed, VM rebooted).
- * - `done` / `failed` / `cancelled`: terminal, as the engine recorded.
- * - `waiting-approval|event|timer|quota`, `paused`: the engine is parked by design.
- * - `launching`: fabrik is starting it.
- * - `unknown`: the facts contradict each other or are missing (with a reason).
- * - `unreachable`: the VM could not be asked; cached values are shown.
+ * What fabrik concludes about a run (`effective_status` in JSON; the registry caches the last live verdict):
+ * - `launching`: fabrik is starting it (only fabrik's launch sets this);
+ * - `running`: the engine lives and its heartbeat is fresh;
+ * - `stale`: the engine process lives but its heartbeat is old (stuck);
+ * - `orphaned`: the engine's record says running, but no engine process lives (crashed, killed, VM rebooted);
+ * - `done` / `failed` / `cancelled`: the engine's own final record (`finished`/`continued` → `done`);
+ * - `waiting-approval|event|timer|quota`, `paused`: parked by design;
+ * - `unknown`: the facts are missing or contradict each other (always with a reason);
+ * - `unreachable`: the VM could not be asked (never cached; the cached values are shown).
  */
-export const EFFECTIVE_STATUSES = [
+export const RUN_STATUSES = [
   "launching",
   "running",
   "stale",
@@ -80,74 +85,77 @@ export const EFFECTIVE_STATUSES = [
   "unknown",
   "unreachable",
 ] as const;
-export type EffectiveStatus = (typeof EFFECTIVE_STATUSES)[number];
+export type RunStatus = (typeof RUN_STATUSES)[number];
 
-/** Map an engine run status to the host vocabulary (`finished` → `done`, `waiting-*`/`paused` → `waiting`, `continued` → `done`). */
-export function hostStatusFromSmithers(status: string): HostStatus {
-  switch (status) {
-    case "running":
-      return "running";
-    case "finished":
-    case "continued":
-      return "done";
-    case "failed":
-      return "failed";
-    case "cancelled":
-      return "cancelled";
-    case "waiting-approval":
-    case "waiting-event":
-    case "waiting-timer":
-    case "waiting-quota":
-    case "paused":
-      return "waiting";
-    default:
-      return "unknown";
-  }
+/** The verdicts the registry may cache (all but `unreachable`: an unreachable VM never overwrites what was known). */
+export type CachedRunStatus = Exclude<RunStatus, "unreachable">;
+
+/** The run ended by the engine's own record. */
+export const TERMINAL_RUN_STATUSES = ["done", "failed", "cancelled"] as const satisfies readonly RunStatus[];
+
+/** Parked by design: continues when its condition is met. */
+export const PARKED_RUN_STATUSES = ["waiting-approval", "waiting-event", "waiting-timer", "waiting-quota", "paused"] as const satisfies readonly RunStatus[];
+
+/**
+ * Active: the run may be doing (or about to do) work in its VM, or fabrik cannot tell that it is not. `vm stop`
+ * and `vm delete` refuse while a VM has one; `runs watch` follows them by default; `vm list` counts them.
+ */
+export const ACTIVE_RUN_STATUSES = ["launching", "running", "stale", ...PARKED_RUN_STATUSES, "unknown"] as const satisfies readonly RunStatus[];
+
+/** Will not progress by itself: ended by the engine, or orphaned (needs `run resume`). */
+export const FINAL_RUN_STATUSES = [...TERMINAL_RUN_STATUSES, "orphaned"] as const satisfies readonly RunStatus[];
+
+/** Names accepted by `--status` that stand for several statuses. */
+export const RUN_STATUS_GROUPS = {
+  waiting: PARKED_RUN_STATUSES,
+  active: ACTIVE_RUN_STATUSES,
+  ended: FINAL_RUN_STATUSES,
+} as const satisfies Record<string, readonly RunStatus[]>;
+
+const has = <T extends string>(list: readonly T[], s: string): s is T => (list as readonly string[]).includes(s);
+
+export function isRunStatus(s: string): s is RunStatus {
+  return has(RUN_STATUSES, s);
+}
+export function isActiveRunStatus(s: string): boolean {
+  return has(ACTIVE_RUN_STATUSES, s);
+}
+export function isFinalRunStatus(s: string): boolean {
+  return has(FINAL_RUN_STATUSES, s);
+}
+export function isTerminalEngineStatus(s: string): boolean {
+  return has(ENGINE_TERMINAL_STATUSES, s);
+}
+export function isParkedEngineStatus(s: string): s is (typeof ENGINE_PARKED_STATUSES)[number] {
+  return has(ENGINE_PARKED_STATUSES, s);
 }
 
-/** Map a host status to the engine's word for it, for messages (`done` → `finished`). */
-export function smithersStatusFromHost(status: HostStatus): SmithersRunStatus | undefined {
-  switch (status) {
-    case "done":
-      return "finished";
-    case "running":
-    case "failed":
-    case "cancelled":
-      return status;
-    default:
-      return undefined;
-  }
+/** fabrik's verdict for an engine's final record: `finished`/`continued` → `done`, `failed`, `cancelled`. */
+export function runStatusOfTerminal(engineStatus: (typeof ENGINE_TERMINAL_STATUSES)[number]): (typeof TERMINAL_RUN_STATUSES)[number] {
+  return engineStatus === "failed" ? "failed" : engineStatus === "cancelled" ? "cancelled" : "done";
 }
 
-/** Map an effective status to the host status to cache (undefined: keep the cached one, e.g. unreachable). */
-export function hostStatusFromEffective(status: EffectiveStatus): HostStatus | undefined {
-  switch (status) {
-    case "running":
-    case "stale":
-      return "running";
-    case "orphaned":
-      return "failed";
-    case "done":
-    case "failed":
-    case "cancelled":
-      return status;
-    case "waiting-approval":
-    case "waiting-event":
-    case "waiting-timer":
-    case "waiting-quota":
-    case "paused":
-      return "waiting";
-    case "launching":
-      return "launching";
-    case "unknown":
-    case "unreachable":
-      return undefined;
-  }
+/**
+ * The engine's exit code as a status, for when its DB cannot tell (smithers-engine.md, "Exit codes of `up`"; 0.5
+ * the same): 0 finished → `done`, 2 cancelled, 3 waiting (an approval, event or timer) → `waiting-approval`,
+ * anything else (1 failed, 4 refused, 137 killed, …) → `failed`.
+ */
+export function runStatusOfEngineExit(code: number): RunStatus {
+  return code === 0 ? "done" : code === 2 ? "cancelled" : code === 3 ? "waiting-approval" : "failed";
 }
 
-/** Effective statuses after which a run will not progress by itself. */
-export const FINAL_EFFECTIVE_STATUSES: readonly EffectiveStatus[] = ["done", "failed", "cancelled", "orphaned"];
-
-export function isHostStatus(s: string): s is HostStatus {
-  return (HOST_STATUSES as readonly string[]).includes(s);
+/**
+ * Expand `--status` words (comma-separated or repeated; statuses and the group names of
+ * {@link RUN_STATUS_GROUPS}) into statuses. Returns the unknown word, if any, instead of throwing.
+ */
+export function expandStatusFilter(words: readonly string[]): { statuses: RunStatus[]; unknown: string | undefined } {
+  const out = new Set<RunStatus>();
+  for (const w of words.flatMap((x) => x.split(","))) {
+    const v = w.trim();
+    if (!v) continue;
+    if (v in RUN_STATUS_GROUPS) for (const s of RUN_STATUS_GROUPS[v as keyof typeof RUN_STATUS_GROUPS]) out.add(s);
+    else if (isRunStatus(v)) out.add(v);
+    else return { statuses: [...out], unknown: v };
+  }
+  return { statuses: [...out], unknown: undefined };
 }

@@ -2,28 +2,35 @@
  * `fabrik run attach --id N`: print the last lines of a run's log (`<control dir>/reports/smithers.log`), then
  * follow it until the run ends, then say how it ended. Detaching (Ctrl-C) never touches the run.
  *
- * - stdout carries the log's lines only, each passed through {@link sanitizeText} (the VM is untrusted: no
- *   terminal escape sequence reaches the terminal); while following, only complete lines are printed.
- *   Notices (reconnecting, the final "run N finished: …" line) go to stderr.
+ * - Data items are the log's lines, each passed through {@link sanitizeText} (the VM is untrusted: no terminal
+ *   escape sequence reaches the terminal); while following, only complete lines are emitted. Notices
+ *   (reconnecting, the final "run N finished: …" line) go to stderr. With `--json`: NDJSON `{type:"log"}` and
+ *   one `{type:"end"}` event.
  * - The log is followed through a {@link VmSession} (persistent SSH when the driver offers it), which resumes
  *   after a dropped connection from the exact byte offset it had delivered.
  * - A resume appends to the same log (with `[fabrik HH:MM:SS] ===== fabrik resume …` marker lines), so an
  *   attach simply keeps showing it.
- * - "Ended" is judged from the probe by {@link judgeRunEnd} (exit_code written, the engine's run status
- *   terminal, or engine and launcher both dead — and the launcher no longer writing). Then the rest of the log
- *   is read from the follower's offset, so the whole log is printed before the final line.
+ * - "Ended" is the status authority's judgement (`status/run-end.ts`, shared with `runs watch`); then the rest
+ *   of the log is read from the follower's offset, so the whole log is printed before the final line.
  */
 import { StringDecoder } from "node:string_decoder";
 import type { Context } from "./context.js";
-import { NotFoundError, UsageError, VmUnavailableError, InterruptedError } from "../core/errors.js";
+import type { StreamResult } from "./command.js";
+import { InterruptedError, UsageError, VmUnavailableError } from "../core/errors.js";
 import { ExitCode, runOutcomeExitCode } from "./exit-codes.js";
 import { DEFAULTS } from "./config.js";
 import type { Sink } from "./io.js";
 import { sanitizeText } from "../core/sanitize.js";
 import { CONTROL_FILES } from "../vm/launcher.js";
-import type { ProbeRequest, ProbeRunResult } from "../vm/probe-schema.js";
-import { openVmSession, type FileFollower, type VmSession } from "../vm/session.js";
+import type { ProbeRequest } from "../vm/probe-schema.js";
+import type { RunObservation } from "../vm/probe.js";
 import { ProbeError } from "../vm/probe.js";
+import { openVmSession, type FileFollower, type VmSession } from "../vm/session.js";
+import { deriveRunState } from "./status/derive.js";
+import { RunEndTracker, renderOutcomeLine, type RunOutcome } from "./status/run-end.js";
+import { requireRun, thresholds } from "./runs-service.js";
+import { channel, type Emitter } from "./stream.js";
+import type { LaunchResult } from "./launch.js";
 
 /** The `fabrik run attach` options (flags `--id`, `--tail`, `--follow/--no-follow`, `--exit-status`). */
 export interface AttachOptions {
@@ -32,94 +39,18 @@ export interface AttachOptions {
   tail: number;
   /** Keep following until the run ends (`--no-follow`: print the tail and return). */
   follow: boolean;
-  /** Return the run's outcome as the exit code (see {@link outcomeExitCode}). */
+  /** Return the run's outcome as the exit code (`runOutcomeExitCode`). */
   exitStatus: boolean;
 }
 
 /** How often the run's state is probed while following, ms: SSH (an open channel, ~1 ms) vs driver (a process per probe). */
 export const ATTACH_POLL_MS = { ssh: 1_000, driver: 2_000 } as const;
 
-/** How long a run may look ended while its launcher still lives (writing its last log lines), ms. */
-export const LAUNCHER_SETTLE_MS = 10_000;
-
-/** Engine run statuses after which the run will not change without a resume. */
-const TERMINAL_DB_STATUSES = new Set(["finished", "failed", "cancelled", "continued"]);
-
-/** How a run ended, as attach reports it. */
-export interface RunOutcome {
-  /** `done`, `failed`, `cancelled`, or `not-done` (stopped without finishing: crashed, orphaned, waiting). */
-  kind: "done" | "failed" | "cancelled" | "not-done";
-  /** What to print: `done`, `failed`, `cancelled`, `waiting-approval`, `orphaned`, … */
-  label: string;
-  /** The launcher's exit_code, when written. */
-  exitCode: number | null;
-}
-
-/** {@link judgeRunEnd}'s answer. */
-export interface RunEndJudgement {
-  /** The run has ended and its log is complete. */
-  ended: boolean;
-  /** The run has ended but its launcher still lives (it writes exit_code and a last log line): wait a little. */
-  settling: boolean;
-  /** Set when `ended` or `settling`. */
-  outcome: RunOutcome | undefined;
-}
-
-/**
- * Has the run ended? A minimal, pure decision over one probe result:
- *
- * | signal of the end | launcher alive | → |
- * |---|---|---|
- * | exit_code written, or engine run status finished/failed/cancelled/continued, or (a pid is known and neither engine nor launcher lives) | no / unknown | ended |
- * | (same) | yes | settling (the launcher writes exit_code, then one log line) |
- * | none | – | not ended |
- *
- * The outcome comes from the engine's status when it is terminal, else from exit_code (0 done, 2 cancelled,
- * 3 waiting-approval, other failed) when the DB does not say otherwise, else `orphaned`.
- */
-export function judgeRunEnd(r: ProbeRunResult | undefined): RunEndJudgement {
-  const none: RunEndJudgement = { ended: false, settling: false, outcome: undefined };
-  if (!r) return none;
-  const c = r.control;
-  const run = r.db?.run ?? null;
-  const exitCode = c?.exit_code ?? null;
-  const dbStatus = run?.status ?? null;
-  const launcherAlive = c?.launcher?.alive === true;
-  const enginePids = [c?.engine, c?.child, run?.owner].filter((p) => p !== null && p !== undefined);
-  const pidKnown = enginePids.length > 0 || (c?.launcher !== null && c?.launcher !== undefined);
-  const engineAlive = enginePids.some((p) => p!.alive);
-  const dbTerminal = dbStatus !== null && TERMINAL_DB_STATUSES.has(dbStatus);
-  const allDead = pidKnown && !engineAlive && !launcherAlive;
-  if (exitCode === null && !dbTerminal && !allDead) return none;
-  const outcome = outcomeOf(dbStatus, exitCode);
-  return launcherAlive ? { ended: false, settling: true, outcome } : { ended: true, settling: false, outcome };
-}
-
-function outcomeOf(dbStatus: string | null, exitCode: number | null): RunOutcome {
-  if (dbStatus === "finished" || dbStatus === "continued") return { kind: "done", label: "done", exitCode };
-  if (dbStatus === "failed") return { kind: "failed", label: "failed", exitCode };
-  if (dbStatus === "cancelled") return { kind: "cancelled", label: "cancelled", exitCode };
-  if (dbStatus !== null) {
-    // The engine's record says it is not over (running, waiting-*, paused) but nothing runs it any more.
-    return { kind: "not-done", label: dbStatus === "running" ? "orphaned" : dbStatus, exitCode };
-  }
-  if (exitCode === 0) return { kind: "done", label: "done", exitCode };
-  if (exitCode === 2) return { kind: "cancelled", label: "cancelled", exitCode };
-  if (exitCode === 3) return { kind: "not-done", label: "waiting-approval", exitCode };
-  if (exitCode !== null) return { kind: "failed", label: "failed", exitCode };
-  return { kind: "not-done", label: "orphaned", exitCode };
-}
-
-/** `--exit-status`: done → 0, failed → 8, cancelled → 9, not done → 10 (see `fabrik help exit-codes`). */
-export function outcomeExitCode(o: RunOutcome): number {
-  return runOutcomeExitCode(o.kind);
-}
-
-/** The stderr line that ends an attach: `run 113 finished: done (exit 0)`. */
-export function renderOutcomeLine(id: number, o: RunOutcome): string {
-  const code = o.exitCode === null ? "no exit code" : `exit ${o.exitCode}`;
-  return o.kind === "not-done" ? `run ${id} ended without finishing: ${o.label} (${code})` : `run ${id} finished: ${o.label} (${code})`;
-}
+/** One data item of an attach stream. */
+export type AttachItem =
+  | { kind: "launched"; run: LaunchResult }
+  | { kind: "log"; run_id: number; text: string }
+  | { kind: "end"; run_id: number; outcome: RunOutcome };
 
 /** Longest partial line kept while waiting for its newline, chars; beyond it the text is printed as a line. */
 const MAX_PENDING_LINE = 1024 * 1024;
@@ -222,20 +153,42 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /**
- * Attach to run `o.id`: print the tail of its log, follow it until the run ends, print the outcome on stderr.
+ * Attach to run `o.id` as a stream: the tail of its log, then the log as it grows until the run ends, then the
+ * outcome. The stream's exit code: 0; with `exitStatus` the run's outcome (`runOutcomeExitCode`; with `--no-follow`
+ * a run that has not ended gives 10); 130 when `ctx.signal` aborts (Ctrl-C): following stops, the run is never
+ * signalled.
  *
- * @returns 0; with `exitStatus` the run's outcome ({@link outcomeExitCode}; with `--no-follow` a run that has
- *   not ended gives 10); {@link ExitCode.INTERRUPTED} (130) when `ctx.signal` aborts (Ctrl-C): following stops,
- *   the run is never signalled.
- * @throws NotFoundError for an unknown run id (exit 4); UsageError for a negative `tail`; VmUnavailableError
+ * @throws NotFoundError for an unknown run id (exit 4), before streaming; the stream throws VmUnavailableError
  *   when the VM cannot be reached, or following broke and could not be resumed (exit 6).
  */
-export async function attachRun(ctx: Context, o: AttachOptions): Promise<number> {
+export function attachStream(ctx: Context, o: AttachOptions, extra: { notes?: string[]; launched?: LaunchResult } = {}): StreamResult<AttachItem> {
   if (!Number.isSafeInteger(o.tail) || o.tail < 0) throw new UsageError(`--tail must be a whole number ≥ 0 (got ${o.tail})`);
-  const rec = ctx.registry().getRun(o.id);
-  if (!rec) throw new NotFoundError(`run ${o.id} does not exist`, "see `fabrik runs list`");
-  const io = ctx.io;
-  const notice = (msg: string) => io.stderr.write(`fabrik: ${msg}\n`);
+  const rec = requireRun(ctx, o.id);
+  const stopper = new AbortController();
+  const items = channel<AttachItem>((emit) => attachLoop(ctx, o, rec, emit, extra, AbortSignal.any([ctx.signal, stopper.signal])), () => stopper.abort());
+  return {
+    kind: "stream",
+    items,
+    renderItem: (e) => (e.kind === "log" ? e.text : undefined),
+    itemJson: (e) =>
+      e.kind === "log"
+        ? { type: "log", run_id: e.run_id, text: e.text }
+        : e.kind === "end"
+          ? { type: "end", run_id: e.run_id, status: e.outcome.label, outcome: e.outcome.kind, exit_code: e.outcome.exitCode }
+          : { type: "launched", ...e.run },
+  };
+}
+
+async function attachLoop(
+  ctx: Context,
+  o: AttachOptions,
+  rec: ReturnType<typeof requireRun>,
+  emit: Emitter<AttachItem>,
+  extra: { notes?: string[]; launched?: LaunchResult },
+  signal: AbortSignal,
+): Promise<number> {
+  if (extra.launched) emit.data({ kind: "launched", run: extra.launched });
+  for (const n of extra.notes ?? []) emit.notice(n);
   const logFile = `${rec.control_dir}/${CONTROL_FILES.log}`;
   const request: ProbeRequest = {
     v: 1,
@@ -243,43 +196,48 @@ export async function attachRun(ctx: Context, o: AttachOptions): Promise<number>
   };
   const timeoutMs = ctx.config.probeTimeoutMs;
   const readTimeoutMs = DEFAULTS.remoteTimeoutMs;
-  if (ctx.signal.aborted) return ExitCode.INTERRUPTED;
+  if (signal.aborted) return ExitCode.INTERRUPTED;
 
   let session: VmSession;
   try {
-    session = await openVmSession(ctx.drivers.get(rec.driver), rec.vm, { preferSsh: true, onNotice: notice, signal: ctx.signal });
+    session = await openVmSession(await ctx.driver(rec.driver), rec.vm, { preferSsh: true, onNotice: (m) => emit.notice(m), signal });
   } catch (err) {
-    if (ctx.signal.aborted) return ExitCode.INTERRUPTED;
+    if (signal.aborted) return ExitCode.INTERRUPTED;
     throw err;
   }
-  const printer = new LogLinePrinter(io.stdout);
+  const printer = new LogLinePrinter({ write: (text) => emit.data({ kind: "log", run_id: rec.id, text }) });
   let follower: FileFollower | undefined;
   const warned = new Set<string>();
-  /** One probe; a probe that fails for a reason other than the VM being gone is a warning (printed once). */
-  const check = async (): Promise<ProbeRunResult | undefined> => {
+  const tracker = new RunEndTracker();
+  /** One probe, judged by the status authority; a probe that fails for a reason other than the VM being gone is a notice (once). */
+  const check = async () => {
+    let obs: RunObservation;
     try {
       const r = await session.probe(request, { timeoutMs });
-      return r.runs.find((x) => x.key === String(rec.id));
+      const result = r.runs.find((x) => x.key === String(rec.id));
+      obs = result ? { kind: "live", result, vmNowMs: r.now_ms, tool: r.tool } : { kind: "unreachable", reason: "no result for this run" };
     } catch (err) {
-      if (err instanceof InterruptedError || ctx.signal.aborted) throw new InterruptedError();
+      if (err instanceof InterruptedError || signal.aborted) throw new InterruptedError();
       const msg = (err as Error).message;
       if (!warned.has(msg)) {
         warned.add(msg);
-        notice(`cannot check whether run ${rec.id} has ended: ${msg}; still following`);
+        emit.notice(`cannot check whether run ${rec.id} has ended: ${msg}; still following`);
       }
-      if (err instanceof ProbeError || err instanceof VmUnavailableError) return undefined;
-      throw err;
+      if (!(err instanceof ProbeError || err instanceof VmUnavailableError)) throw err;
+      obs = { kind: "unreachable", reason: msg };
     }
+    return tracker.update(deriveRunState(rec, obs, ctx.now(), thresholds(ctx)), ctx.now());
   };
   const finish = (outcome: RunOutcome): number => {
     printer.flush();
-    notice(renderOutcomeLine(rec.id, outcome));
-    return o.exitStatus ? outcomeExitCode(outcome) : ExitCode.OK;
+    emit.data({ kind: "end", run_id: rec.id, outcome });
+    emit.notice(renderOutcomeLine(rec.id, outcome));
+    return o.exitStatus ? runOutcomeExitCode(outcome.kind) : ExitCode.OK;
   };
 
   try {
-    const first = judgeRunEnd(await check());
-    if (first.ended) {
+    const first = await check();
+    if (first.phase === "ended") {
       const { bytes } = await readLogTail(session, logFile, o.tail, readTimeoutMs);
       printer.push(bytes);
       return finish(first.outcome!);
@@ -293,24 +251,20 @@ export async function attachRun(ctx: Context, o: AttachOptions): Promise<number>
 
     let followError: unknown;
     const broken = new AbortController();
-    const stopWaiting = AbortSignal.any([ctx.signal, broken.signal]);
-    follower = await session.followFile(logFile, size, (chunk) => printer.push(chunk), { signal: ctx.signal });
+    const stopWaiting = AbortSignal.any([signal, broken.signal]);
+    follower = await session.followFile(logFile, size, (chunk) => printer.push(chunk), { signal });
     follower.done.catch((err: unknown) => {
       followError = err;
       broken.abort();
     });
 
     const interval = session.kind === "ssh" ? ATTACH_POLL_MS.ssh : ATTACH_POLL_MS.driver;
-    let settlingSince: number | undefined;
     for (;;) {
       await pause(interval, stopWaiting);
-      if (ctx.signal.aborted) return ExitCode.INTERRUPTED;
+      if (signal.aborted) return ExitCode.INTERRUPTED;
       if (followError) throw followError;
-      const j = judgeRunEnd(await check());
-      if (j.settling) settlingSince ??= Date.now();
-      else settlingSince = undefined;
-      const settledEnough = settlingSince !== undefined && Date.now() - settlingSince >= LAUNCHER_SETTLE_MS;
-      if (!j.ended && !settledEnough) continue;
+      const j = await check();
+      if (j.phase !== "ended") continue;
       // The log is final: stop following and read whatever the follower has not delivered yet.
       const f = follower;
       follower = undefined;
@@ -319,7 +273,7 @@ export async function attachRun(ctx: Context, o: AttachOptions): Promise<number>
       return finish(j.outcome!);
     }
   } catch (err) {
-    if (ctx.signal.aborted) return ExitCode.INTERRUPTED;
+    if (signal.aborted) return ExitCode.INTERRUPTED;
     throw err;
   } finally {
     follower?.stop();

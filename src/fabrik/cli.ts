@@ -1,17 +1,25 @@
 /**
- * fabrik's command line: yargs declares every command and flag here (so `--help` and completion need no
- * heavy imports); each handler lazily imports its command module. This is the ONE place that turns
- * errors into messages and exit codes (see errors.ts, exit-codes.ts).
+ * fabrik's command line, and the ONE output path.
+ *
+ * - The command tree (`commands/index.ts`) declares every command once; this file turns it into yargs
+ *   commands. Each subcommand accepts only its own options (plus `--json`, `--color`); anything else is a
+ *   usage error (exit 2).
+ * - A handler returns a {@link CommandResult}; this file alone decides JSON or human rendering and writes
+ *   stdout (data only) and stderr (warnings, notices, errors).
+ * - This is the only place that turns errors into a message and an exit code (`exit-codes.ts` maps an
+ *   error's kind to its code).
  */
-import yargs, { type Argv } from "yargs";
+import type { Argv } from "yargs";
 import { ExitCode, ExitWith, exitCodeOf, renderExitCodeHelp } from "./exit-codes.js";
 import { FabrikError, UsageError, asInternalError } from "../core/errors.js";
-import { createContext, type Context } from "./context.js";
-import type { ColorMode, Io } from "./io.js";
-import type { DriverName } from "./config.js";
-import { VERSION } from "./version.js";
 import { sanitizeLine } from "../core/sanitize.js";
-import type { VmDriver } from "../vm/driver.js";
+import type { Context } from "./context.js";
+import type { ColorMode, Io } from "./io.js";
+import type { DriverName, VmDriver } from "../vm/driver.js";
+import type { CommandResult, CommandSpec, RenderContext, StreamResult, ViewResult } from "./command.js";
+import { COMMAND_TREE } from "./commands/index.js";
+import { takeArgError } from "./args.js";
+import { VERSION } from "./version.js";
 
 /** Options for {@link main} (tests run commands in-process with their own io/env). */
 export interface MainOptions {
@@ -29,38 +37,6 @@ interface GlobalArgs {
   color: ColorMode;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Handler = (ctx: Context, args: any) => Promise<number | void>;
-
-/** Wrap a lazily imported command handler with context creation and cleanup. */
-function lazy(
-  load: () => Promise<{ run: Handler }>,
-  state: RunState,
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  flags?: (a: any) => { driver?: DriverName | undefined; engine?: string | undefined },
-) {
-  return async (args: GlobalArgs) => {
-    const ctx = await createContext({
-      json: args.json,
-      color: args.color,
-      flags: flags?.(args) ?? {},
-      env: state.opts.env,
-      io: state.opts.io,
-      now: state.opts.now,
-      signal: state.abort.signal,
-    });
-    state.ctx = ctx;
-    for (const [name, d] of Object.entries(state.opts.drivers ?? {})) if (d) ctx.drivers.set(name as DriverName, d);
-    try {
-      const mod = await load();
-      const code = await mod.run(ctx, args);
-      state.exitCode = typeof code === "number" ? code : ExitCode.OK;
-    } finally {
-      ctx.close();
-    }
-  };
-}
-
 interface RunState {
   opts: MainOptions;
   /** The words fabrik was called with (completion reads the word before the cursor from them). */
@@ -69,13 +45,36 @@ interface RunState {
   pending?: Promise<unknown>;
   abort: AbortController;
   exitCode: number;
-  ctx: Context | undefined;
 }
 
-const idOption = { type: "number", describe: "run id (the host id shown by `fabrik runs list`)", demandOption: true } as const;
+/** Wrap a command spec as a yargs handler: context, handler, output, cleanup. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function handlerFor(spec: CommandSpec<any, any>, state: RunState) {
+  return async (args: GlobalArgs & Record<string, unknown>) => {
+    spec.check?.(args as never);
+    const { createContext } = await import("./context.js");
+    const ctx = await createContext({
+      json: args.json,
+      color: args.color,
+      flags: spec.configFlags?.(args as never) ?? {},
+      env: state.opts.env,
+      io: state.opts.io,
+      now: state.opts.now,
+      signal: state.abort.signal,
+      drivers: state.opts.drivers,
+    });
+    try {
+      const result = await spec.run(ctx, args as never);
+      state.exitCode = await emitResult(ctx, result);
+    } finally {
+      ctx.close();
+    }
+  };
+}
 
 /** Build the yargs parser (exported for completion tests). */
-export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
+export async function buildParser(argv: string[], state: RunState): Promise<Argv<GlobalArgs>> {
+  const { default: yargs } = await import("yargs");
   const completeValues = async (current: string): Promise<string[] | undefined> => {
     const { completeValues: complete } = await import("./completion.js");
     const i = state.argv.indexOf("--get-yargs-completions");
@@ -83,165 +82,57 @@ export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
     return complete(current, words, state.opts.env ?? process.env, state.opts.drivers);
   };
 
-  return yargs(argv)
+  let y = yargs(argv)
     .scriptName("fabrik")
     // Words after `--` are passed to the guest verbatim (no number parsing: `-0` must stay `-0`).
     .parserConfiguration({ "populate--": true, "parse-numbers": false, "parse-positional-numbers": false })
     .usage("fabrik — run, watch and resume durable Smithers workflow runs across a fleet of VMs\n\nUsage: $0 <command> [options]")
     .version(VERSION)
     .option("json", { type: "boolean", default: false, describe: "print data as JSON on stdout (warnings and progress go to stderr)", global: true })
-    .option("color", { choices: ["auto", "always", "never"] as const, default: "auto" as ColorMode, describe: "colour output (honours NO_COLOR and FORCE_COLOR)", global: true })
-    .command("vm", "manage the VMs runs execute in", (y) =>
-      y
-        .command(
-          "create <name>",
-          "create a VM, start it and install the engine",
-          (y) =>
-            y
-              .positional("name", { type: "string", demandOption: true, describe: "VM name (letters, digits, . _ -)" })
-              .option("template", { type: "string", describe: "Lima template file (default: lima-templates/fabrik.yaml)" })
-              .option("cpus", { type: "number", describe: "virtual CPUs" })
-              .option("memory", { type: "number", describe: "memory in GiB" })
-              .option("disk", { type: "number", describe: "disk in GiB" })
-              .option("driver", { choices: ["lima", "local"] as const, describe: "VM driver (default: config `driver`, else lima)" })
-              .option("engine", { type: "string", describe: "engine version to install (default 0.32.0); --no-engine: install it before the first run instead" })
-              .option("timeout", { type: "number", default: 600, describe: "seconds to wait for the VM to boot" }),
-          lazy(() => import("./commands/vm-create.js"), state, (a: { driver?: DriverName; engine?: string | boolean }) => ({
-            driver: a.driver,
-            engine: typeof a.engine === "string" ? a.engine : undefined,
-          })),
-        )
-        .command(
-          "list",
-          "list VMs with their status and runs",
-          (y) => y.option("quiet", { alias: "q", type: "boolean", default: false, describe: "print names only" }),
-          lazy(() => import("./commands/vm-list.js"), state),
-        )
-        .command(
-          "start <names..>",
-          "start one or more VMs",
-          (y) => y.positional("names", { type: "string", array: true, demandOption: true }).option("timeout", { type: "number", default: 600, describe: "seconds to wait for each VM" }),
-          lazy(() => import("./commands/vm-start.js"), state),
-        )
-        .command(
-          "stop <names..>",
-          "stop one or more VMs (carries on past failures, reports them all)",
-          (y) => y.positional("names", { type: "string", array: true, demandOption: true }).option("force", { alias: "f", type: "boolean", default: false, describe: "power off at once" }),
-          lazy(() => import("./commands/vm-stop.js"), state),
-        )
-        .command(
-          "delete <names..>",
-          "delete VMs (refuses while a run is active unless --force)",
-          (y) => y.positional("names", { type: "string", array: true, demandOption: true }).option("force", { alias: "f", type: "boolean", default: false, describe: "delete even with active runs or while running" }),
-          lazy(() => import("./commands/vm-delete.js"), state),
-        )
-        .command(
-          "shell <name> [cmd..]",
-          "open a shell in a VM, or run a command (`-- cmd args`); exits with the guest's status",
-          (y) => y.positional("name", { type: "string", demandOption: true }).positional("cmd", { type: "string", array: true }).option("workdir", { type: "string", describe: "guest working directory" }),
-          lazy(() => import("./commands/vm-shell.js"), state),
-        )
-        .demandCommand(1, "name a vm subcommand: create, list, start, stop, delete, shell"),
-    )
-    .command(
-      "run",
-      "start a workflow run in a VM (and: run attach, run resume)",
-      (y) =>
-        y
-          .command(
-            "attach",
-            "print a run's log and follow it; Ctrl-C detaches and never stops the run",
-            (y) =>
-              y
-                .option("id", idOption)
-                .option("tail", { type: "number", default: 50, describe: "lines of history to print first" })
-                .option("follow", { type: "boolean", default: true, describe: "keep following (--no-follow prints and exits)" })
-                .option("exit-status", { type: "boolean", default: false, describe: "exit with the run's outcome (see `fabrik help exit-codes`)" }),
-            lazy(() => import("./commands/run-attach.js"), state),
-          )
-          .command(
-            "resume",
-            "continue a crashed or failed run from where it stopped",
-            (y) =>
-              y
-                .option("id", idOption)
-                .option("dry-run", { type: "boolean", default: false, describe: "print the plan and the script; change nothing (exit 0 if resume is allowed)" })
-                .option("force", { type: "boolean", default: false, describe: "resume even if the engine heartbeat is fresh (never overrides a living process)" })
-                .option("fix", { type: "boolean", default: false, describe: "first truncate oversized response_text/error_json values and VACUUM" })
-                .option("fix-limit", { type: "number", default: 100 * 1024, describe: "--fix: keep at most this many bytes per value (the tail)" })
-                .option("yes", { alias: "y", type: "boolean", default: false, describe: "do not ask for confirmation (required without a TTY)" })
-                .option("reason", { type: "string", describe: "why you resume (kept in the run's history)" }),
-            lazy(() => import("./commands/run-resume.js"), state),
-          )
-          .option("vm", { type: "string", describe: "VM to run in" })
-          .option("workflow", { type: "string", describe: "workflow file (.tsx) on this host" })
-          .option("input", { type: "string", describe: "workflow input: JSON text or @file" })
-          .option("name", { type: "string", describe: "a label for the run" })
-          .option("engine", { type: "string", describe: "engine version (default: config, else 0.32.0)" })
-          .option("follow", { type: "boolean", default: false, describe: "stream the log until the run ends" }),
-      lazy(() => import("./commands/run.js"), state, (a: { engine?: string | boolean }) => ({ engine: typeof a.engine === "string" ? a.engine : undefined })),
-    )
-    .command("runs", "inspect runs: list, show, watch, import", (y) =>
-      y
-        .command(
-          "list",
-          "list runs with their live status (one round trip per VM)",
-          (y) =>
-            y
-              .option("vm", { type: "string", describe: "only runs in this VM" })
-              .option("status", { type: "string", array: true, describe: "only these statuses (repeatable)" })
-              .option("limit", { type: "number", default: 20, describe: "at most this many runs" })
-              .option("since", { type: "string", describe: "only runs created within this duration (e.g. 2h, 30m, 7d)" })
-              .option("live", { type: "boolean", default: true, describe: "ask the VMs (--no-live: cache only)" })
-              .option("quiet", { alias: "q", type: "boolean", default: false, describe: "print run ids only" }),
-          lazy(() => import("./commands/runs-list.js"), state),
-        )
-        .command(
-          "show",
-          "show one run, with the VM as source of truth",
-          (y) => y.option("id", idOption).option("live", { type: "boolean", default: true, describe: "ask the VM (--no-live: cache only, never touches the VM)" }),
-          lazy(() => import("./commands/runs-show.js"), state),
-        )
-        .command(
-          "watch",
-          "watch a VM's runs live until they end",
-          (y) =>
-            y
-              .option("vm", { type: "string", demandOption: true, describe: "VM to watch" })
-              .option("run-id", { type: "number", describe: "the run to watch (default: the VM's active runs)" })
-              .option("interval", { type: "number", default: 2, describe: "seconds between refreshes (minimum 0.5)" })
-              .option("timeout", { type: "number", describe: "give up after this many seconds" })
-              .option("exit-status", { type: "boolean", default: false, describe: "exit with the run's outcome" })
-              .option("notify", { type: "boolean", default: false, describe: "desktop notification when the run ends" }),
-          lazy(() => import("./commands/runs-watch.js"), state),
-        )
-        .command(
-          "import",
-          "register runs that exist in a VM but fabrik did not start",
-          (y) => y.option("vm", { type: "string", demandOption: true }).option("path", { type: "string", describe: "a control dir or a Smithers DB in the VM (default: ~/work/<vm>/.runs/*)" }),
-          lazy(() => import("./commands/runs-import.js"), state),
-        )
-        .demandCommand(1, "name a runs subcommand: list, show, watch, import"),
-    )
+    .option("color", { choices: ["auto", "always", "never"] as const, default: "auto" as ColorMode, describe: "colour output (honours NO_COLOR and FORCE_COLOR)", global: true });
+
+  for (const group of COMMAND_TREE) {
+    y = y.command(group.command, group.describe, (g: Argv) => {
+      for (const spec of group.commands) {
+        g = g.command(
+          spec.command,
+          spec.describe,
+          (c: Argv) => {
+            for (const [name, p] of Object.entries(spec.positionals ?? {})) c = c.positional(name, p as never);
+            return c.options(spec.options);
+          },
+          handlerFor(spec, state) as never,
+        );
+      }
+      const names = group.commands.filter((c) => c.command !== "$0").map((c) => c.command.split(" ")[0]);
+      return group.commands.some((c) => c.command === "$0") ? g : g.demandCommand(1, `name a ${group.command} subcommand: ${names.join(", ")}`);
+    }) as Argv<GlobalArgs>;
+  }
+
+  return y
     .command(
       "help [topic]",
-      "help topics: exit-codes, launcher",
-      (y: Argv<GlobalArgs>) => y.positional("topic", { type: "string", choices: ["exit-codes", "launcher"] }),
+      "help topics: exit-codes, launcher, status",
+      (h: Argv<GlobalArgs>) => h.positional("topic", { type: "string", choices: ["exit-codes", "launcher", "status"] }),
       async (a: { topic?: string | undefined }) => {
         const out = state.opts.io?.stdout ?? process.stdout;
         if (a.topic === "exit-codes") out.write(renderExitCodeHelp());
         else if (a.topic === "launcher") {
           const { LAUNCHER_CONTRACT_HELP } = await import("../vm/launcher.js");
           out.write(LAUNCHER_CONTRACT_HELP);
-        } else out.write("Topics:\n  exit-codes   what fabrik's exit codes mean\n  launcher     the files run.sh leaves in a run's control dir\n");
+        } else if (a.topic === "status") {
+          const { statusTableMarkdown } = await import("./status/rules.js");
+          out.write(`How fabrik decides a run's status (first matching rule wins; docs/status.md):\n\n${statusTableMarkdown()}\n`);
+        } else {
+          out.write("Topics:\n  exit-codes   what fabrik's exit codes mean\n  launcher     the files run.sh leaves in a run's control dir\n  status       the decision table behind effective_status\n");
+        }
       },
     )
     .completion(
       "completion",
       "print a shell completion script (bash/zsh)",
       // eslint-disable-next-line @typescript-eslint/no-explicit-any
-      (current: string, args: any, defaultCompletion: any, done: (c: string[]) => void) => {
-        void args;
+      (current: string, _args: any, defaultCompletion: any, done: (c: string[]) => void) => {
         // yargs does not await an async completion function: main() awaits this before exiting.
         state.pending = (async () => {
           const values = await completeValues(current);
@@ -255,26 +146,33 @@ export function buildParser(argv: string[], state: RunState): Argv<GlobalArgs> {
     .strict()
     .help()
     .alias("help", "h")
-    .wrap(Math.min(120, process.stdout.columns ?? 100))
+    .wrap(Math.min(120, process.stdout.columns || 100))
     .exitProcess(false)
     .fail((msg, err) => {
-      if (err) throw err;
-      throw new UsageError(msg ?? "invalid usage");
+      // A value our strict parsers refused (args.ts): throw the original usage error, with its hint.
+      const argError = takeArgError(err?.message ?? msg);
+      if (argError) throw argError;
+      if (err && err.name !== "YError") throw err;
+      throw new UsageError(msg ?? err?.message ?? "invalid usage");
     }) as unknown as Argv<GlobalArgs>;
 }
 
 /** Run fabrik with `argv` (without node and script). Exits the process unless `opts.noExit`. */
 export async function main(argv: string[], opts: MainOptions = {}): Promise<number> {
-  const state: RunState = { opts, argv, abort: new AbortController(), exitCode: ExitCode.OK, ctx: undefined };
-  const onSigint = () => {
-    state.abort.abort();
-  };
+  const state: RunState = { opts, argv, abort: new AbortController(), exitCode: ExitCode.OK };
+  const onSigint = () => state.abort.abort();
   if (!opts.noExit) process.on("SIGINT", onSigint);
   let code: number;
   try {
-    await buildParser(argv, state).parseAsync();
-    await state.pending;
-    code = state.abort.signal.aborted ? ExitCode.INTERRUPTED : state.exitCode;
+    if (argv.length === 1 && argv[0] === "--version") {
+      // The one answer that needs nothing loaded.
+      (opts.io?.stdout ?? process.stdout).write(VERSION + "\n");
+      code = ExitCode.OK;
+    } else {
+      await (await buildParser(argv, state)).parseAsync();
+      await state.pending;
+      code = state.abort.signal.aborted ? ExitCode.INTERRUPTED : state.exitCode;
+    }
   } catch (err) {
     code = reportError(err, opts.io, state.abort.signal.aborted);
   } finally {
@@ -289,16 +187,111 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
   return code;
 }
 
+/** Print one error line (`fabrik: error: … (hint)`) and return its exit code. */
 function reportError(err: unknown, io: Io | undefined, interrupted: boolean): number {
   if (err instanceof ExitWith) return err.exitCode;
+  if (interrupted && !(err instanceof FabrikError && err.kind !== "interrupted")) return ExitCode.INTERRUPTED;
   const stderr = io?.stderr ?? process.stderr;
-  if (interrupted && !(err instanceof FabrikError && err.kind !== "interrupted")) {
-    return ExitCode.INTERRUPTED;
-  }
   const fe = err instanceof FabrikError ? err : asInternalError(err);
-  const hint = fe.hint ? ` (${fe.hint})` : "";
-  // Messages can quote what a VM printed: one line, no terminal escapes.
-  stderr.write(`fabrik: error: ${sanitizeLine(fe.message + hint, 4000)}\n`);
+  stderr.write(errorLine(fe) + "\n");
   if (process.env.FABRIK_DEBUG && err instanceof Error && err.stack) stderr.write(err.stack + "\n");
   return exitCodeOf(fe);
+}
+
+/** `fabrik: error: message (hint)`: one line, no terminal escapes (messages can quote what a VM printed). */
+export function errorLine(e: FabrikError, prefix = ""): string {
+  return `fabrik: error: ${sanitizeLine(prefix + e.message + (e.hint ? ` (${e.hint})` : ""), 4000)}`;
+}
+
+function renderContext(io: Io, now: number): RenderContext {
+  return { tty: io.stdoutTty, color: io.color, columns: io.columns, rows: io.rows, now };
+}
+
+/** Write a handler's result: the ONE place that picks JSON or people's rendering. Returns the exit code (also used in-process by tests). */
+export async function emitResult(ctx: Context, result: CommandResult): Promise<number> {
+  if (result.kind === "exit") return result.exitCode;
+  if (result.kind === "view") return emitView(ctx, result);
+  return emitStream(ctx, result);
+}
+
+function emitView(ctx: Context, r: ViewResult): number {
+  const io = ctx.io;
+  for (const w of r.warnings ?? []) io.stderr.write(`${io.errColor.yellow("warning:")} ${sanitizeLine(w, 2000)}\n`);
+  if (io.json) io.stdout.write(JSON.stringify(r.view, null, 2) + "\n");
+  else {
+    const text = r.render(r.view, renderContext(io, ctx.now()));
+    if (text) io.stdout.write(text);
+  }
+  for (const n of r.notes ?? []) io.stderr.write(sanitizeLine(n, 4000) + "\n");
+  for (const e of r.errors ?? []) io.stderr.write(errorLine(e) + "\n");
+  if (r.fail) throw r.fail;
+  return r.exitCode ?? ExitCode.OK;
+}
+
+// Terminal control for full-screen streams: alternate screen, hide cursor, home, clear line / to end.
+const ALT_ON = "\u001b[?1049h\u001b[?25l";
+const ALT_OFF = "\u001b[?25h\u001b[?1049l";
+const HOME = "\u001b[H";
+const CLEAR_EOL = "\u001b[K";
+const CLEAR_EOS = "\u001b[J";
+
+async function emitStream(ctx: Context, r: StreamResult): Promise<number> {
+  const io = ctx.io;
+  const screen = io.stdoutTty && !io.json ? r.screen : undefined;
+  let alt = false;
+  let lastNotice: string | undefined;
+  const leave = () => {
+    if (alt) io.stdout.write(ALT_OFF);
+    alt = false;
+  };
+  process.once("exit", leave);
+  const afterScreen: string[] = [];
+  try {
+    for (;;) {
+      const next = await r.items.next();
+      if (next.done) {
+        leave();
+        for (const t of afterScreen) io.stdout.write(t);
+        return next.value;
+      }
+      const item = next.value;
+      if (item.type !== "data") {
+        const line = item.type === "warning" ? `${io.errColor.yellow("warning:")} ${sanitizeLine(item.message, 2000)}` : `fabrik: ${sanitizeLine(item.message, 2000)}`;
+        if (screen && alt) lastNotice = item.message;
+        else io.stderr.write(line + "\n");
+        continue;
+      }
+      const rc = renderContext(io, ctx.now());
+      if (io.json) {
+        const j = r.itemJson ? r.itemJson(item.data) : item.data;
+        if (j !== undefined) io.stdout.write(JSON.stringify(j) + "\n");
+      } else if (screen) {
+        if (screen.isFinal(item.data)) {
+          const t = r.renderItem(item.data, rc);
+          if (t) afterScreen.push(t);
+          continue;
+        }
+        const frame = screen.frame(item.data, rc);
+        if (frame === undefined) continue;
+        if (!alt) {
+          io.stdout.write(ALT_ON);
+          alt = true;
+        }
+        const notice = lastNotice ? `\n${io.color.yellow(sanitizeLine(lastNotice, 200))}${CLEAR_EOL}` : "";
+        io.stdout.write(HOME + frame.split("\n").map((l) => l + CLEAR_EOL).join("\n") + notice + "\n" + CLEAR_EOS);
+      } else {
+        const t = r.renderItem(item.data, rc);
+        if (t) io.stdout.write(t);
+      }
+    }
+  } catch (err) {
+    leave();
+    for (const t of afterScreen) io.stdout.write(t);
+    if (ctx.signal.aborted) return ExitCode.INTERRUPTED;
+    throw err;
+  } finally {
+    leave();
+    process.off("exit", leave);
+    await r.items.return?.(ExitCode.OK).catch(() => undefined);
+  }
 }

@@ -3,8 +3,7 @@
  * with a 1.5 s deadline, plus the registry), run ids for `--id`/`--run-id` (from the registry).
  */
 import { createContext } from "./context.js";
-import type { DriverName } from "./config.js";
-import type { VmDriver } from "../vm/driver.js";
+import type { DriverName, VmDriver } from "../vm/driver.js";
 
 const VM_FLAGS = new Set(["--vm"]);
 const ID_FLAGS = new Set(["--id", "--run-id"]);
@@ -27,12 +26,11 @@ export async function completeValues(
   const wantsVm = VM_FLAGS.has(prev) || (before[0] === "vm" && VM_POSITIONAL.has(before[1] ?? "") && !current.startsWith("-"));
   if (!wantsVm && !wantsId) return undefined;
   try {
-    const ctx = await createContext({ env });
-    for (const [name, d] of Object.entries(drivers ?? {})) if (d) ctx.drivers.set(name as DriverName, d);
+    const ctx = await createContext({ env, drivers });
     try {
       if (wantsId) return ctx.registry().runIds().map(String).filter((id) => id.startsWith(current));
       const names = new Set(ctx.registry().listVms().map((v) => v.name));
-      const lists = await Promise.allSettled([ctx.drivers.get("lima").list({ timeoutMs: 1500 }), ctx.drivers.get("local").list({ timeoutMs: 1500 })]);
+      const lists = await Promise.allSettled((["lima", "local"] as const).map(async (d) => (await ctx.driver(d)).list({ timeoutMs: 1500 })));
       for (const l of lists) if (l.status === "fulfilled") for (const v of l.value) names.add(v.name);
       return [...names].filter((n) => n.startsWith(current)).sort();
     } finally {

@@ -3,7 +3,7 @@
  * overridden by flags (precedence flag > env > file > built-in default).
  */
 import fs from "node:fs";
-import { z } from "zod";
+import type { z } from "zod";
 import { ConfigError } from "../core/errors.js";
 import { DRIVER_NAMES, type DriverName } from "../vm/driver.js";
 
@@ -38,7 +38,8 @@ export const DEFAULTS = {
 
 export type { DriverName };
 
-const ConfigFileSchema = z
+function configFileSchema(z: typeof import("zod").z) {
+  return z
   .object({
     driver: z.enum(DRIVER_NAMES).optional(),
     engine: z
@@ -69,8 +70,9 @@ const ConfigFileSchema = z
     lima: z.object({ limactl: z.string().min(1).optional() }).strict().optional(),
   })
   .strict();
+}
 
-export type ConfigFile = z.infer<typeof ConfigFileSchema>;
+export type ConfigFile = z.infer<ReturnType<typeof configFileSchema>>;
 
 /** The effective configuration every command reads. */
 export interface Config {
@@ -89,8 +91,11 @@ export interface Config {
   file: string;
 }
 
-/** Read and validate the config file; a missing file is an empty config. Throws {@link ConfigError}. */
-export function readConfigFile(file: string): ConfigFile {
+/**
+ * Read and validate the config file; a missing file is an empty config (and zod is not even loaded).
+ * Throws {@link ConfigError}.
+ */
+export async function readConfigFile(file: string): Promise<ConfigFile> {
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");
@@ -104,7 +109,8 @@ export function readConfigFile(file: string): ConfigFile {
   } catch (err) {
     throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`, "fix or remove the file");
   }
-  const parsed = ConfigFileSchema.safeParse(data);
+  const { z } = await import("zod");
+  const parsed = configFileSchema(z).safeParse(data);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const where = issue?.path.join(".") || "(top level)";
@@ -132,8 +138,8 @@ export interface ConfigFlags {
  * Env: FABRIK_DRIVER, FABRIK_ENGINE, FABRIK_ENGINE_CACHE_DIR, FABRIK_PROBE_TIMEOUT_MS,
  * FABRIK_PROBE_CONCURRENCY, FABRIK_LIMACTL. Throws {@link ConfigError} on invalid values.
  */
-export function resolveConfig(file: string, env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): Config {
-  const cf = readConfigFile(file);
+export async function resolveConfig(file: string, env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): Promise<Config> {
+  const cf = await readConfigFile(file);
   const envDriver = env.FABRIK_DRIVER;
   if (envDriver !== undefined && envDriver !== "" && envDriver !== "lima" && envDriver !== "local") {
     throw new ConfigError(`FABRIK_DRIVER=${JSON.stringify(envDriver)} is not a driver`, "use lima or local");

@@ -1,27 +1,30 @@
 /**
- * The per-invocation context every command handler receives: resolved paths, config, output streams,
- * drivers, the registry (opened lazily, on first use) and the clock.
+ * The per-invocation context every command handler receives: resolved paths, config, the terminal, drivers
+ * (built on first use), the registry (opened on first use) and the clock.
+ *
+ * Handlers do not write stdout through it: they return a result that `cli.ts` renders. `io.stderr` is for
+ * progress UIs (listr2) and prompts only.
  */
 import { resolveConfig, type Config, type ConfigFlags } from "./config.js";
 import { processIo, type ColorMode, type Io } from "./io.js";
 import { resolvePaths, type FabrikPaths } from "./paths.js";
 import type { Registry } from "./registry.js";
 import { DriverSet } from "./drivers.js";
-import type { VmDriver } from "../vm/driver.js";
-import type { DriverName } from "./config.js";
+import type { DriverName, VmDriver } from "../vm/driver.js";
 import { NotFoundError } from "../core/errors.js";
 
 export interface Context {
   io: Io;
   paths: FabrikPaths;
   config: Config;
-  drivers: DriverSet;
   env: NodeJS.ProcessEnv;
   /** Epoch ms; injected so tests control time. */
   now: () => number;
   /** Aborted on Ctrl-C. */
   signal: AbortSignal;
-  /** The registry, opened on first call (better-sqlite3 is loaded lazily). */
+  /** The driver called `name`, built on first use. */
+  driver(name: DriverName): Promise<VmDriver>;
+  /** The registry, opened on first call (better-sqlite3 is loaded then). */
   registry(): Registry;
   /** Release resources (close the registry). */
   close(): void;
@@ -35,26 +38,30 @@ export interface ContextOptions {
   io?: Io;
   now?: () => number;
   signal?: AbortSignal;
+  /** Drivers to use instead of the real ones (tests inject fakes). */
+  drivers?: Partial<Record<DriverName, VmDriver>>;
 }
 
-/** Build the context for one command. Throws ConfigError on a bad config file or env. */
+/** Build the context for one command. Throws ConfigError on a bad config file, env or FABRIK_HOME. */
 export async function createContext(opts: ContextOptions = {}): Promise<Context> {
   const env = opts.env ?? process.env;
   const paths = resolvePaths(env);
-  const config = resolveConfig(paths.config, env, opts.flags ?? {});
+  const config = await resolveConfig(paths.config, env, opts.flags ?? {});
   const io = opts.io ? { ...opts.io, json: opts.json ?? opts.io.json } : processIo({ color: opts.color ?? "auto", json: opts.json ?? false, env });
+  const drivers = new DriverSet(config, paths, env);
+  for (const [name, d] of Object.entries(opts.drivers ?? {})) if (d) drivers.set(name as DriverName, d);
   let registry: Registry | undefined;
   const { Registry: RegistryClass } = await import("./registry.js");
   return {
     io,
     paths,
     config,
-    drivers: new DriverSet(config, paths, env),
     env,
     now: opts.now ?? Date.now,
     signal: opts.signal ?? new AbortController().signal,
+    driver: (name) => drivers.get(name),
     registry() {
-      registry ??= RegistryClass.open(paths.registry);
+      registry ??= RegistryClass.open(paths.registry, { home: paths.home });
       return registry;
     },
     close() {
@@ -68,15 +75,15 @@ export async function createContext(opts: ContextOptions = {}): Promise<Context>
  * The driver for a VM: the one recorded in the registry, else the configured default.
  * Returns the driver and whether the VM is known to the registry.
  */
-export function driverFor(ctx: Context, vm: string): { driver: VmDriver; name: DriverName; known: boolean } {
+export async function driverFor(ctx: Context, vm: string): Promise<{ driver: VmDriver; name: DriverName; known: boolean }> {
   const rec = ctx.registry().getVm(vm);
   const name = rec?.driver ?? ctx.config.driver;
-  return { driver: ctx.drivers.get(name), name, known: rec !== undefined };
+  return { driver: await ctx.driver(name), name, known: rec !== undefined };
 }
 
 /** Resolve a VM that must exist: registry first, then the drivers. Throws NotFoundError. */
 export async function requireVm(ctx: Context, vm: string): Promise<{ driver: VmDriver; name: DriverName }> {
-  const { driver, name, known } = driverFor(ctx, vm);
+  const { driver, name, known } = await driverFor(ctx, vm);
   if (known) return { driver, name };
   const info = await driver.inspect(vm, { timeoutMs: ctx.config.probeTimeoutMs * 2 });
   if (!info) throw new NotFoundError(`VM ${vm} does not exist`, "see `fabrik vm list`, or create it with `fabrik vm create`");

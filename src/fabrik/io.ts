@@ -6,7 +6,6 @@
  * a TTY, and handed to renderers as a configured chalk instance (chalk alone ignores `NO_COLOR`).
  */
 import { Chalk, type ChalkInstance } from "chalk";
-import { sanitizeLine } from "../core/sanitize.js";
 
 export type ColorMode = "auto" | "always" | "never";
 
@@ -24,8 +23,10 @@ export interface Io {
   stderrTty: boolean;
   /** True when stdin is an interactive terminal (confirmation prompts). */
   stdinTty: boolean;
-  /** Terminal width in columns (80 when unknown). */
+  /** Terminal width in columns (80 when unknown or reported as 0). */
   columns: number;
+  /** Terminal height in rows (24 when unknown or reported as 0). */
+  rows: number;
   /** Chalk configured for stdout; level 0 when colour is off. */
   color: ChalkInstance;
   /** Chalk configured for stderr. */
@@ -70,7 +71,8 @@ export function processIo(opts: { color: ColorMode; json: boolean; env?: NodeJS.
     stdoutTty,
     stderrTty,
     stdinTty: Boolean(process.stdin.isTTY),
-    columns: process.stdout.columns ?? 80,
+    columns: process.stdout.columns || 80,
+    rows: process.stdout.rows || 24,
     color: new Chalk({ level: outLevel }),
     errColor: new Chalk({ level: errLevel }),
     json: opts.json,
@@ -78,7 +80,7 @@ export function processIo(opts: { color: ColorMode; json: boolean; env?: NodeJS.
 }
 
 /** An {@link Io} that records everything, for in-process command tests. */
-export function memoryIo(opts: Partial<Pick<Io, "stdoutTty" | "stderrTty" | "stdinTty" | "json" | "columns">> = {}): Io & {
+export function memoryIo(opts: Partial<Pick<Io, "stdoutTty" | "stderrTty" | "stdinTty" | "json" | "columns" | "rows">> = {}): Io & {
   out: () => string;
   err: () => string;
 } {
@@ -91,25 +93,11 @@ export function memoryIo(opts: Partial<Pick<Io, "stdoutTty" | "stderrTty" | "std
     stderrTty: opts.stderrTty ?? false,
     stdinTty: opts.stdinTty ?? false,
     columns: opts.columns ?? 120,
+    rows: opts.rows ?? 40,
     color: new Chalk({ level: 0 }),
     errColor: new Chalk({ level: 0 }),
     json: opts.json ?? false,
     out: () => out,
     err: () => err,
   };
-}
-
-/** Print a warning line on stderr (`warning: …`). */
-export function warn(io: Io, message: string): void {
-  io.stderr.write(`${io.errColor.yellow("warning:")} ${sanitizeLine(message, 2000)}\n`);
-}
-
-/** Print an informational line on stderr. */
-export function note(io: Io, message: string): void {
-  io.stderr.write(`${message}\n`);
-}
-
-/** Write a value as JSON on stdout (pretty, newline-terminated). */
-export function printJson(io: Io, value: unknown): void {
-  io.stdout.write(JSON.stringify(value, null, 2) + "\n");
 }

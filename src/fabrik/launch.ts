@@ -49,7 +49,11 @@ export interface LaunchResult {
 const HELPER_EXT = /\.(tsx?|jsx?|mjs|cjs|mts|cts|json)$/;
 const MAX_HELPER_BYTES = 2 * 1024 * 1024;
 
-/** Parse `--input` (JSON text or `@file`); returns compact JSON text. Throws UsageError/UserError. */
+/**
+ * Parse `--input` (JSON text or `@file`); returns compact JSON text. The engine takes only a JSON object
+ * ("Run input must be a JSON object", then exit 1 before the run exists), so anything else is refused here.
+ * Throws UsageError (exit 2) for an unreadable file, invalid JSON or a non-object.
+ */
 export function parseInput(input: string | undefined): string {
   if (input === undefined) return "{}";
   let text = input;
@@ -58,14 +62,19 @@ export function parseInput(input: string | undefined): string {
     try {
       text = fs.readFileSync(file, "utf8");
     } catch (err) {
-      throw new UserError(`cannot read input file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, "pass --input @FILE with a readable JSON file");
+      throw new UsageError(`cannot read input file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, "pass --input @FILE with a readable JSON file");
     }
   }
+  let value: unknown;
   try {
-    return JSON.stringify(JSON.parse(text));
+    value = JSON.parse(text);
   } catch (err) {
     throw new UsageError(`--input is not valid JSON: ${(err as Error).message}`, `e.g. --input '{"tasks": 6}' or --input @input.json`);
   }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new UsageError(`--input must be a JSON object, got ${Array.isArray(value) ? "an array" : value === null ? "null" : typeof value}`, `e.g. --input '{"tasks": 6}'`);
+  }
+  return JSON.stringify(value);
 }
 
 /** The workflow file and the helpers beside it to copy. Throws NotFoundError/UserError. */
@@ -150,13 +159,14 @@ async function tarDirectory(dir: string): Promise<Buffer> {
  *   VM, PrerequisiteError when the engine cannot be installed, RefusedError/RemoteError when the VM-side
  *   launch fails (the row is then `failed` with the reason).
  */
-export async function launchRun(ctx: Context, req: LaunchRequest): Promise<LaunchResult> {
+export async function launchRun(ctx: Context, req: LaunchRequest): Promise<{ result: LaunchResult; notes: string[] }> {
   assertVmName(req.vm);
+  const notes: string[] = [];
   const dialect = requireEngineDialect(req.engineVersion);
   const inputJson = parseInput(req.input);
   const wf = collectWorkflowFiles(req.workflow);
   // One status call: the driver recorded for the VM (or the default) tells both existence and status.
-  const { driver, name: driverName } = driverFor(ctx, req.vm);
+  const { driver, name: driverName } = await driverFor(ctx, req.vm);
   const info = await driver.inspect(req.vm, { timeoutMs: ctx.config.probeTimeoutMs * 2 });
   if (!info) throw new NotFoundError(`VM ${req.vm} does not exist`, "see `fabrik vm list`");
   if (info.status !== "Running") throw new VmUnavailableError(req.vm, `VM ${req.vm} is ${info.status}`, `start it with \`fabrik vm start ${req.vm}\``);
@@ -170,7 +180,7 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<Launc
     timeoutMs: DEFAULTS.engineInstallTimeoutMs,
     signal: ctx.signal,
   });
-  if (engine.fresh) ctx.io.stderr.write(`installed engine ${req.engineVersion} in ${req.vm} (${(engine.durationMs / 1000).toFixed(1)}s)\n`);
+  if (engine.fresh) notes.push(`installed engine ${req.engineVersion} in ${req.vm} (${(engine.durationMs / 1000).toFixed(1)}s)`);
 
   const runsRoot = `${home}/work/${req.vm}/.runs`;
   const workflowName = path.basename(wf.main);
@@ -254,7 +264,7 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<Launc
       now,
     );
     ctx.registry().recordEvent(row.id, "launched", { launcher_pid: pids.launcher_pid ?? null, child_pid: pids.child_pid ?? null, engine_version: req.engineVersion }, now);
-    return toResult(updated);
+    return { result: toResult(updated), notes };
   } catch (err) {
     if (!(err instanceof FabrikError)) failRow(ctx, row, `launch failed: ${(err as Error).message}`);
     throw err;

@@ -15,8 +15,8 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import type BetterSqlite3 from "better-sqlite3";
 import { ConfigError } from "../core/errors.js";
-import type { DriverName } from "./config.js";
-import type { HostStatus } from "../core/status.js";
+import type { DriverName } from "../vm/driver.js";
+import { ACTIVE_RUN_STATUSES, type CachedRunStatus, type RunStatus } from "../core/status.js";
 
 /** One run as cached on the host. Times are epoch milliseconds. */
 export interface RunRecord {
@@ -38,7 +38,8 @@ export interface RunRecord {
   /** Absolute path of the Smithers DB in the guest. */
   smithers_db_path: string;
   engine_version: string | null;
-  status: HostStatus;
+  /** fabrik's last verdict on the run (never `unreachable`; see core/status.ts). */
+  status: CachedRunStatus;
   exit_code: number | null;
   failure_reason: string | null;
   created_at_ms: number;
@@ -82,13 +83,13 @@ export interface RunEvent {
 
 export interface RunFilter {
   vm?: string | undefined;
-  statuses?: readonly HostStatus[] | undefined;
+  statuses?: readonly RunStatus[] | undefined;
   sinceMs?: number | undefined;
   limit?: number | undefined;
 }
 
 /** Current schema version; bump with a new entry in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** Migrations, index i upgrades version i to i+1. Each runs in one transaction. */
 const MIGRATIONS: readonly string[] = [
@@ -140,6 +141,16 @@ const MIGRATIONS: readonly string[] = [
     detail_json TEXT
   );
   CREATE INDEX run_events_by_run ON run_events (run_id, at_ms);
+  `,
+  // v2: `status` holds fabrik's verdict (core/status.ts RUN_STATUSES) instead of a coarser host vocabulary:
+  // `waiting` becomes the parked status last seen live (else waiting-approval), and a run whose last live
+  // verdict was orphaned or stale says so instead of failed/running.
+  `
+  UPDATE runs SET status = CASE
+    WHEN status = 'waiting' AND last_check_status IN ('waiting-approval','waiting-event','waiting-timer','waiting-quota','paused') THEN last_check_status
+    WHEN status = 'waiting' THEN 'waiting-approval'
+    WHEN status IN ('failed','running') AND last_check_status IN ('orphaned','stale') THEN last_check_status
+    ELSE status END;
   `,
 ];
 
@@ -193,8 +204,8 @@ export class Registry {
    * Open (creating if needed) the registry at `file` and migrate it to {@link SCHEMA_VERSION}.
    * Throws {@link ConfigError} if the file is corrupt, unreadable or from a newer fabrik.
    */
-  static open(file: string, opts: { readonly?: boolean; now?: () => number } = {}): Registry {
-    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  static open(file: string, opts: { readonly?: boolean; now?: () => number; home?: string } = {}): Registry {
+    ensureHomeDir(path.dirname(file), opts.home !== undefined ? "FABRIK_HOME" : "the registry's folder");
     if (!fs.existsSync(file)) {
       if (opts.readonly) return Registry.openMemory();
       // Create with 0600 before SQLite opens it (SQLite would use the umask).
@@ -420,16 +431,16 @@ export class Registry {
     });
   }
 
-  /** Per VM: number of runs cached as active (launching/running/waiting) and the newest run. */
+  /** Per VM: number of runs cached as active (core/status.ts ACTIVE_RUN_STATUSES) and the newest run. */
   vmRunSummary(): Map<string, { active: number; lastRunId: number | null; lastRunAtMs: number | null }> {
     const rows = this.read(
       () =>
         this.db
           .prepare(
-            `SELECT vm, SUM(CASE WHEN status IN ('launching','running','waiting') THEN 1 ELSE 0 END) AS active,
+            `SELECT vm, SUM(CASE WHEN status IN (${ACTIVE_RUN_STATUSES.map(() => "?").join(", ")}) THEN 1 ELSE 0 END) AS active,
                     MAX(id) AS last_id, MAX(created_at_ms) AS last_at FROM runs GROUP BY vm`,
           )
-          .all() as { vm: string; active: number; last_id: number | null; last_at: number | null }[],
+          .all(...ACTIVE_RUN_STATUSES) as { vm: string; active: number; last_id: number | null; last_at: number | null }[],
     );
     return new Map(rows.map((r) => [r.vm, { active: r.active, lastRunId: r.last_id, lastRunAtMs: r.last_at }]));
   }
@@ -438,6 +449,50 @@ export class Registry {
   runIds(limit = 200): number[] {
     return this.read(() => (this.db.prepare("SELECT id FROM runs ORDER BY id DESC LIMIT ?").all(limit) as { id: number }[]).map((r) => r.id));
   }
+}
+
+/**
+ * Create `dir` (mode 0700) and its missing parents one level at a time, so an unusable location fails at once
+ * with a ConfigError (kind `config`, exit 3): `/dev/null/x` (ENOTDIR), `/proc/1/fabrik` (ENOENT from procfs,
+ * on which Node's own recursive mkdir loops forever), a read-only or foreign folder (EACCES, EROFS).
+ */
+export function ensureHomeDir(dir: string, what: string): void {
+  const missing: string[] = [];
+  let d = path.resolve(dir);
+  for (;;) {
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.statSync(d);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT") throw homeError(dir, what, err);
+    }
+    if (st) {
+      if (!st.isDirectory()) throw homeError(dir, what, Object.assign(new Error(`${d} is not a directory`), { code: "ENOTDIR" }));
+      break;
+    }
+    missing.unshift(d);
+    const parent = path.dirname(d);
+    if (parent === d) break;
+    d = parent;
+  }
+  for (const m of missing) {
+    try {
+      fs.mkdirSync(m, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw homeError(dir, what, err);
+    }
+  }
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (err) {
+    throw homeError(dir, what, err);
+  }
+}
+
+function homeError(dir: string, what: string, err: unknown): ConfigError {
+  const code = (err as NodeJS.ErrnoException).code;
+  return new ConfigError(`${what} ${dir} is not usable${code ? ` (${code})` : ""}: ${(err as Error).message}`, "point FABRIK_HOME at a writable folder", { cause: err });
 }
 
 function registryError(file: string, err: unknown): ConfigError {

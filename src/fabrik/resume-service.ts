@@ -17,6 +17,7 @@ import { observeVm, requireRun } from "./runs-service.js";
 import type { RunRecord } from "./registry.js";
 import type { VmDriver } from "../vm/driver.js";
 import { RESUME_MODES, planResume, refusalLine, withVmChecks, type ResumeMode, type ResumePlan } from "../resume/plan.js";
+import type { RenderContext, ViewResult } from "./command.js";
 
 /** Exit status of {@link RESUME_WRAPPER} when another resume of the run holds `resume.lock`. */
 export const RESUME_EXIT_LOCKED = 75;
@@ -231,7 +232,7 @@ export async function runGuestResume(ctx: Context, driver: VmDriver, vm: string,
 }
 
 async function resolveVm(ctx: Context, run: RunRecord): Promise<{ driver: VmDriver; guestHome: string | null }> {
-  const driver = ctx.drivers.get(run.driver);
+  const driver = await ctx.driver(run.driver);
   const info = await driver.inspect(run.vm, { timeoutMs: ctx.config.probeTimeoutMs * 2 });
   if (!info) throw new NotFoundError(`VM ${run.vm} of run ${run.id} does not exist`, "see `fabrik vm list`");
   if (info.status !== "Running") {
@@ -246,9 +247,6 @@ async function resolveVm(ctx: Context, run: RunRecord): Promise<{ driver: VmDriv
  * VmUnavailableError (exit 6) for a stopped VM, RemoteError when applying failed (naming the backup).
  */
 export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeHooks = {}): Promise<ResumeOutcome> {
-  if (!Number.isSafeInteger(req.fixLimitBytes) || req.fixLimitBytes < 1024) {
-    throw new UsageError(`--fix-limit must be an integer of at least 1024 bytes, got ${req.fixLimitBytes}`, "e.g. --fix-limit 102400 (100 KB, the default)");
-  }
   if (!req.dryRun && !req.yes && !ctx.io.stdinTty) {
     throw new UsageError("resuming needs confirmation, and stdin is not a terminal: pass --yes", `or look first with \`fabrik run resume --id ${req.id} --dry-run\``);
   }
@@ -349,4 +347,43 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
     applied: true,
     registry: { id: updated.id, status: updated.status, resume_count: updated.resume_count, last_resumed_at_ms: updated.last_resumed_at_ms },
   };
+}
+
+/** Ask on the terminal (stderr), default no. */
+async function ask(question: string): Promise<boolean> {
+  const readline = await import("node:readline/promises");
+  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
+/**
+ * `fabrik run resume`: the outcome as a view (the plan for a dry-run, what was done otherwise). A dry-run that
+ * would be refused still prints its plan, then fails with the refusal (exit 5); a refused real resume prints the
+ * outcome with `--json` only.
+ */
+export async function resumeCommand(ctx: Context, req: ResumeRequest): Promise<ViewResult<ResumeOutcome>> {
+  const { view } = await import("./command.js");
+  const { renderResumePlan, renderResumeResult } = await import("./render/resume.js");
+  const confirm = (plan: ResumePlan): Promise<boolean> => {
+    ctx.io.stderr.write(renderResumePlan(plan, { tty: ctx.io.stderrTty, showScript: false }) + "\n");
+    return ask(`Resume run ${req.id} now? [y/N] `);
+  };
+  let outcome: ResumeOutcome;
+  try {
+    outcome = await resumeRun(ctx, req, { confirm });
+  } catch (err) {
+    // --json still gets the model of a refused resume on stdout; people get the one error line.
+    if (err instanceof ResumeRefusedError && ctx.io.json) return view(err.outcome, () => "", { fail: err });
+    throw err;
+  }
+  const render = (o: ResumeOutcome, r: RenderContext) => (o.dry_run ? renderResumePlan(o.plan, { tty: r.tty, showScript: true }) : renderResumeResult(o));
+  if (outcome.dry_run && !outcome.allowed) {
+    const { message, hint } = refusalLine(outcome.plan);
+    return view(outcome, render, { fail: new RefusedError(message, hint, outcome.plan.reasons.map((r) => r.code)) });
+  }
+  return view(outcome, render);
 }

@@ -1,16 +1,17 @@
 /**
- * Live run status: probe the VMs (one round trip per VM), derive the truth, write it back to the cache.
- * `runs show`, `runs list`, `runs watch` and `run resume` all read runs through here.
+ * Live run status: probe the VMs (one round trip per VM), derive the truth (`status/derive.ts`), write it
+ * back to the cache. `runs show`, `runs list`, `runs watch`, `run attach` and `run resume` read runs through here.
+ * Returns view models and warnings; never prints.
  */
 import pLimit from "p-limit";
 import type { Context } from "./context.js";
 import type { RunFilter, RunRecord } from "./registry.js";
-import { deriveRunState, type DeriveThresholds, type DerivedState } from "./derive.js";
-import type { RunObservation as Observation } from "../vm/probe.js";
+import { deriveRunState, type CheckSummary, type DerivedState, type StatusThresholds } from "./status/derive.js";
 import { NotFoundError, UsageError } from "../core/errors.js";
 import type { ProbeRequest, ProbeResponse } from "../vm/probe-schema.js";
-import { probeVm } from "../vm/probe.js";
-import { isHostStatus, type HostStatus } from "../core/status.js";
+import { probeVm, type RunObservation } from "../vm/probe.js";
+import { expandStatusFilter, isFinalRunStatus, RUN_STATUSES, RUN_STATUS_GROUPS, type CachedRunStatus } from "../core/status.js";
+import { parseDuration } from "../core/units.js";
 import type { VmDriver } from "../vm/driver.js";
 
 /**
@@ -22,8 +23,8 @@ export interface RunView extends Omit<DerivedState, "cache_status" | "cache_fail
   vm: string;
   driver: string;
   label: string | null;
-  /** The cached host status as it was before this check. */
-  status: HostStatus;
+  /** The cached status (fabrik's last verdict) as it was before this check. */
+  status: CachedRunStatus;
   smithers_run_id: string;
   control_dir: string;
   workflow_path: string;
@@ -39,14 +40,14 @@ export interface RunView extends Omit<DerivedState, "cache_status" | "cache_fail
   cache_changes: { field: string; from: string | number | null; to: string | number | null }[];
   resume_count: number;
   failure_reason: string | null;
-  /** The probe's tool in the VM (`bun`, `python3`), when live. */
+  /** The probe's tool in the VM (`bun`), when live. */
   probe_tool: string | null;
   /** Why the VM could not be asked, when unreachable. */
   unreachable_reason: string | null;
 }
 
 /** Thresholds from the config. */
-export function thresholds(ctx: Context): DeriveThresholds {
+export function thresholds(ctx: Context): StatusThresholds {
   return {
     engineHeartbeatStaleMs: ctx.config.engineHeartbeatStaleMs,
     launcherHeartbeatStaleMs: ctx.config.launcherHeartbeatStaleMs,
@@ -70,8 +71,9 @@ export function probeRequestFor(runs: readonly RunRecord[], opts: { nodes?: bool
 }
 
 /**
- * Observe runs of ONE VM in one round trip. Never throws: an unreachable VM (stopped, missing, past its
- * deadline, bad probe output) yields `unreachable` observations with the reason.
+ * Observe runs of ONE VM in one round trip. Never throws for the VM's sake: an unreachable VM (stopped,
+ * missing, past its deadline, bad probe output) yields `unreachable` observations with the reason. Throws
+ * only InterruptedError-like errors when `ctx.signal` aborted.
  */
 export async function observeVm(
   ctx: Context,
@@ -79,8 +81,8 @@ export async function observeVm(
   vm: string,
   runs: readonly RunRecord[],
   opts: { nodes?: boolean; timeoutMs?: number; probe?: (req: ProbeRequest) => Promise<ProbeResponse> } = {},
-): Promise<{ observations: Map<number, Observation>; response: ProbeResponse | undefined; error: string | undefined }> {
-  const out = new Map<number, Observation>();
+): Promise<{ observations: Map<number, RunObservation>; response: ProbeResponse | undefined; error: string | undefined }> {
+  const out = new Map<number, RunObservation>();
   const req = probeRequestFor(runs, { nodes: opts.nodes, rowSizeWarnBytes: ctx.config.rowSizeWarnBytes });
   try {
     const res = opts.probe
@@ -101,15 +103,16 @@ export async function observeVm(
 }
 
 /**
- * Derive a run's view and, for live observations, write the result back to the cache (status, exit code,
+ * Derive a run's view and, for live observations, write the verdict back to the cache (status, exit code,
  * failure reason, DB path, engine pid, last check). Returns the view, which says what changed.
+ * `write: false` derives without touching the registry (`run resume --dry-run`).
  */
-export function reconcile(ctx: Context, run: RunRecord, obs: Observation): RunView {
+export function reconcile(ctx: Context, run: RunRecord, obs: RunObservation, opts: { write?: boolean } = {}): RunView {
   const hostNow = ctx.now();
   const d = deriveRunState(run, obs, hostNow, thresholds(ctx));
   const changes: RunView["cache_changes"] = [];
   let updated = run;
-  if (obs.kind === "live") {
+  if (obs.kind === "live" && opts.write !== false) {
     const patch: Partial<RunRecord> = {};
     const change = <K extends keyof RunRecord>(field: K, to: RunRecord[K]) => {
       if (to !== undefined && to !== run[field]) {
@@ -123,12 +126,12 @@ export function reconcile(ctx: Context, run: RunRecord, obs: Observation): RunVi
     if (d.db_path && obs.result.db?.exists) change("smithers_db_path", d.db_path);
     if (d.engine_pid !== null && d.engine_alive) change("engine_pid", d.engine_pid);
     const dbRun = obs.result.db?.run;
-    if (dbRun?.finished_at_ms && ["done", "failed", "cancelled"].includes(d.cache_status ?? "")) {
+    if (dbRun?.finished_at_ms && d.cache_status && isFinalRunStatus(d.cache_status) && d.cache_status !== "orphaned") {
       // Engine times are on the VM clock; recorded as the engine reported them.
       change("finished_at_ms", dbRun.finished_at_ms);
     }
-    const summary = {
-      vm_status: d.vm_status,
+    const summary: CheckSummary = {
+      engine_run_status: d.engine_run_status,
       current_task: d.current_task,
       progress: d.progress,
       db_size_bytes: d.db_size_bytes,
@@ -151,7 +154,7 @@ function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
 
-function toView(before: RunRecord, after: RunRecord, d: DerivedState, obs: Observation, hostNow: number, changes: RunView["cache_changes"]): RunView {
+function toView(before: RunRecord, after: RunRecord, d: DerivedState, obs: RunObservation, hostNow: number, changes: RunView["cache_changes"]): RunView {
   const { cache_status: _cs, cache_failure_reason: _cf, ...derived } = d;
   const checkedMs = obs.kind === "live" ? hostNow : before.last_check_at_ms;
   return {
@@ -179,32 +182,29 @@ function toView(before: RunRecord, after: RunRecord, d: DerivedState, obs: Obser
   };
 }
 
-/** Look up a run or throw NotFoundError (exit 4). */
+/** Look up a run or throw NotFoundError. `id` was parsed by the strict run-id parser (`args.ts`). */
 export function requireRun(ctx: Context, id: number): RunRecord {
-  if (!Number.isInteger(id) || id <= 0) throw new UsageError(`--id must be a positive integer, got ${JSON.stringify(id)}`, "e.g. --id 113; see `fabrik runs list`");
   const run = ctx.registry().getRun(id);
   if (!run) throw new NotFoundError(`run ${id} does not exist`, "see `fabrik runs list` for run ids");
   return run;
 }
 
 /** `runs show`: one run, live unless `live` is false (then the VM is never touched). */
-export async function showRun(ctx: Context, id: number, opts: { live: boolean; nodes?: boolean }): Promise<RunView> {
+export async function showRun(ctx: Context, id: number, opts: { live: boolean; nodes?: boolean }): Promise<{ view: RunView; warnings: string[] }> {
   const run = requireRun(ctx, id);
-  if (!opts.live) return reconcile(ctx, run, { kind: "none" });
-  const driver = ctx.drivers.get(run.driver);
+  if (!opts.live) return { view: reconcile(ctx, run, { kind: "none" }), warnings: [] };
+  const driver = await ctx.driver(run.driver);
   const { observations } = await observeVm(ctx, driver, run.vm, [run], { nodes: opts.nodes });
-  return reconcile(ctx, run, observations.get(run.id)!);
+  const view = reconcile(ctx, run, observations.get(run.id)!);
+  return { view, warnings: view.source === "unreachable" ? [`VM ${view.vm} is unreachable; showing cached values`] : [] };
 }
 
 /** Parse `--since` (`90s`, `30m`, `2h`, `7d`, or an ISO date) into epoch ms. Throws UsageError. */
 export function parseSince(since: string, nowMs: number): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$/.exec(since.trim());
-  if (m) {
-    const mult = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as "s"];
-    return nowMs - Number(m[1]) * mult;
-  }
+  const d = parseDuration(since);
+  if (d !== undefined) return nowMs - d;
   const t = Date.parse(since);
-  if (Number.isFinite(t)) return t;
+  if (/^\d{4}-\d{2}-\d{2}/.test(since.trim()) && Number.isFinite(t)) return t;
   throw new UsageError(`--since ${JSON.stringify(since)} is not a duration or a date`, "e.g. --since 2h, --since 7d, --since 2026-11-01");
 }
 
@@ -222,16 +222,10 @@ export interface ListRequest {
  * one warning; the command still succeeds.
  */
 export async function listRunViews(ctx: Context, req: ListRequest): Promise<{ views: RunView[]; warnings: string[] }> {
-  const statuses: HostStatus[] = [];
-  for (const s of req.statuses ?? []) {
-    for (const part of s.split(",")) {
-      const v = part.trim();
-      if (!v) continue;
-      if (!isHostStatus(v)) throw new UsageError(`unknown status ${JSON.stringify(v)}`, "use launching, running, waiting, done, failed, cancelled or unknown");
-      statuses.push(v);
-    }
+  const { statuses, unknown } = expandStatusFilter(req.statuses ?? []);
+  if (unknown !== undefined) {
+    throw new UsageError(`unknown status ${JSON.stringify(unknown)}`, `use one of ${[...RUN_STATUSES, ...Object.keys(RUN_STATUS_GROUPS)].join(", ")}`);
   }
-  if (!Number.isInteger(req.limit) || req.limit <= 0) throw new UsageError(`--limit must be a positive integer`, "e.g. --limit 50");
   const filter: RunFilter = { vm: req.vm, statuses, limit: req.limit, sinceMs: req.since ? parseSince(req.since, ctx.now()) : undefined };
   const runs = ctx.registry().listRuns(filter);
   if (!req.live) return { views: runs.map((r) => reconcile(ctx, r, { kind: "none" })), warnings: [] };
@@ -246,14 +240,16 @@ export async function listRunViews(ctx: Context, req: ListRequest): Promise<{ vi
   const results = await Promise.all(
     [...byVm.entries()].map(([vm, vmRuns]) =>
       limit(async () => {
-        const driver = ctx.drivers.get(vmRuns[0]!.driver);
+        const driver = await ctx.driver(vmRuns[0]!.driver);
         const r = await observeVm(ctx, driver, vm, vmRuns);
         if (r.error) warnings.push(`VM ${vm} is unreachable (${r.error}); showing cached values for ${vmRuns.length} run(s)`);
         return r.observations;
       }),
     ),
   );
-  const all = new Map<number, Observation>();
+  const all = new Map<number, RunObservation>();
   for (const m of results) for (const [k, v] of m) all.set(k, v);
-  return { views: runs.map((r) => reconcile(ctx, r, all.get(r.id) ?? { kind: "none" })), warnings };
+  const views = runs.map((r) => reconcile(ctx, r, all.get(r.id) ?? { kind: "none" }));
+  for (const v of views) for (const m of v.mismatches) warnings.push(`run ${v.id} ${m.field}: cache=${m.cache ?? "-"} live=${m.live ?? "-"}${v.cache_updated ? " (cache updated)" : ""}`);
+  return { views, warnings };
 }

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { attachRun } from "../../fabrik/attach.js";
+import { attachRun } from "../helpers/attach.js";
 import { createContext, type Context } from "../../fabrik/context.js";
 import { memoryIo } from "../../fabrik/io.js";
 import { ExitCode } from "../../fabrik/exit-codes.js";

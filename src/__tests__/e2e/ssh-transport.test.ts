@@ -16,7 +16,7 @@ import { probeVm } from "../../vm/probe.js";
 import type { SshTarget } from "../../vm/driver.js";
 import type { ProbeRequest } from "../../vm/probe-schema.js";
 import { VmUnavailableError } from "../../core/errors.js";
-import { attachRun } from "../../fabrik/attach.js";
+import { attachRun } from "../helpers/attach.js";
 import { createContext } from "../../fabrik/context.js";
 import { memoryIo } from "../../fabrik/io.js";
 

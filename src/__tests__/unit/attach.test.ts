@@ -1,11 +1,15 @@
-// Pure parts of `fabrik run attach`: the end-of-run decision table, outcome codes, the line printer, and the
-// shell scripts (run for real with sh on this host).
+// Pure parts of `fabrik run attach`: the end-of-run judgement (the status authority's, shared with watch),
+// outcome codes, the line printer, and the shell scripts (run for real with sh on this host).
 import { describe, it, expect, afterAll } from "vitest";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { judgeRunEnd, outcomeExitCode, renderOutcomeLine, LogLinePrinter, TAIL_SCRIPT, READ_FROM_SCRIPT } from "../../fabrik/attach.js";
+import { LogLinePrinter, TAIL_SCRIPT, READ_FROM_SCRIPT } from "../../fabrik/attach.js";
+import { runEnd, renderOutcomeLine, RunEndTracker, LAUNCHER_SETTLE_MS, type RunOutcome } from "../../fabrik/status/run-end.js";
+import { deriveRunState } from "../../fabrik/status/derive.js";
+import { runOutcomeExitCode } from "../../fabrik/exit-codes.js";
+import type { RunRecord } from "../../fabrik/registry.js";
 import { tailFromArgv } from "../../vm/session.js";
 import type { ControlFacts, DbFacts, DbRun, PidFact, ProbeRunResult } from "../../vm/probe-schema.js";
 
@@ -66,7 +70,23 @@ function result(o: { exit?: number | null; launcher?: boolean | null; engine?: b
   return { key: "1", control, db, errors: [] };
 }
 
-describe("judgeRunEnd (one row per combination)", () => {
+const REC = {
+  id: 1, vm: "v", driver: "local", label: null, control_dir: "/c", workflow_path: "/c/workflow/w.tsx", workflow_source: null, input_json: null,
+  smithers_run_id: "fabrik-1", smithers_db_path: "/x.db", engine_version: "0.32.0", status: "running", exit_code: null, failure_reason: null,
+  created_at_ms: 1, started_at_ms: 1, finished_at_ms: null, updated_at_ms: 1, last_check_at_ms: null, last_check_status: null, last_check_json: null,
+  resume_count: 0, last_resumed_at_ms: null, launcher_pid: null, engine_pid: null, imported: 0,
+} satisfies RunRecord;
+const T = { engineHeartbeatStaleMs: 30_000, launcherHeartbeatStaleMs: 30_000, dbSizeWarnBytes: 1e9, rowSizeWarnBytes: 1e6, configuredEngineVersion: "0.32.0" };
+const outcomeExitCode = (o: RunOutcome) => runOutcomeExitCode(o.kind);
+
+/** The attach/watch end judgement over ONE probe result, through the status authority. */
+function judgeRunEnd(r: ProbeRunResult | undefined) {
+  const d = deriveRunState(REC, r ? { kind: "live", result: r, vmNowMs: 10_000, tool: "bun" } : { kind: "unreachable", reason: "probe failed" }, 10_000, T);
+  const e = runEnd(d);
+  return { ended: e.phase === "ended", settling: e.phase === "settling", outcome: e.outcome };
+}
+
+describe("the end of a run, as attach and watch judge it (one row per combination)", () => {
   const rows: Array<[string, Parameters<typeof result>[0], "ended" | "settling" | "running", string | null, number | null]> = [
     // name, facts, verdict, outcome label, --exit-status code
     ["nothing known yet", {}, "running", null, null],
@@ -86,9 +106,11 @@ describe("judgeRunEnd (one row per combination)", () => {
     ["db finished, no launcher known", { db: "finished", owner: false }, "ended", "done", 0],
     ["db failed, nothing else", { db: "failed" }, "ended", "failed", 8],
     ["both dead, no exit code, db running → orphaned", { launcher: false, engine: false, db: "running" }, "ended", "orphaned", 10],
-    ["both dead, no exit code, no db", { launcher: false, engine: false }, "ended", "orphaned", 10],
+    // No DB, no record, no exit code: the status authority says unknown (it cannot call it orphaned without a DB row).
+    ["both dead, no exit code, no db", { launcher: false, engine: false }, "ended", "unknown", 10],
     ["launcher dead, engine alive", { launcher: false, engine: true, db: "running" }, "running", null, null],
-    ["launcher alive, engine dead, no exit", { launcher: true, engine: false, db: "running" }, "running", null, null],
+    // The DB says running and the engine is dead: orphaned; the launcher still lives (about to write exit_code).
+    ["launcher alive, engine dead, no exit", { launcher: true, engine: false, db: "running" }, "settling", "orphaned", 10],
     ["owner pid dead, no launcher/engine files, db running", { db: "running", owner: false }, "ended", "orphaned", 10],
     ["owner pid alive, db running", { db: "running", owner: true }, "running", null, null],
     ["db waiting-approval, all alive", { launcher: true, engine: true, db: "waiting-approval" }, "running", null, null],
@@ -103,6 +125,13 @@ describe("judgeRunEnd (one row per combination)", () => {
   }
   it("no result at all (probe failed) is not an end", () => {
     expect(judgeRunEnd(undefined)).toEqual({ ended: false, settling: false, outcome: undefined });
+  });
+  it("a run settling for LAUNCHER_SETTLE_MS counts as ended", () => {
+    const t = new RunEndTracker();
+    const d = { source: "live", effective_status: "done", exit_code: null, engine_alive: false, launcher_alive: true } as const;
+    expect(t.update(d, 1000).phase).toBe("settling");
+    expect(t.update(d, 1000 + LAUNCHER_SETTLE_MS - 1).phase).toBe("settling");
+    expect(t.update(d, 1000 + LAUNCHER_SETTLE_MS).phase).toBe("ended");
   });
 });
 

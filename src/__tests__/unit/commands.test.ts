@@ -140,7 +140,8 @@ describe("runs show (in-process)", () => {
     const r = await run(["runs", "show", "--id", "1"], { lima });
     expect(r.code, r.err).toBe(0);
     expect(lima.calls.map((c) => c.method)).toEqual(["exec"]);
-    expect(r.out).toContain("status: running ⚠️  (VM shows: failed)");
+    // The mismatch line shows the live truth (the verdict), not a mapped cache word.
+    expect(r.out).toContain("status: running ⚠️  (VM shows: orphaned)");
     expect(r.out).toContain("effective_status: orphaned");
     expect(r.out).toContain("=== VM Status (Source of Truth) ===");
     expect(r.out).toContain("progress: 2/6 (33%)");
@@ -149,7 +150,7 @@ describe("runs show (in-process)", () => {
     expect(r.out).toContain("next: fabrik run resume --id 1");
     const again = await run(["runs", "show", "--id", "1", "--no-live", "--json"], { lima: new FakeDriver() });
     const cached = JSON.parse(again.out) as { status: string; failure_reason: string };
-    expect(cached.status).toBe("failed");
+    expect(cached.status).toBe("orphaned");
     expect(cached.failure_reason).toMatch(/no engine process/);
   });
 
@@ -158,10 +159,10 @@ describe("runs show (in-process)", () => {
     const lima = new FakeDriver().expect("exec", probeOk(probeAnswer(["1"], { alive: true })));
     const r = await run(["runs", "show", "--id", "1", "--json"], { lima });
     const v = JSON.parse(r.out) as Record<string, unknown>;
-    for (const k of ["id", "vm", "status", "effective_status", "source", "checked_at", "vm_status", "smithers_run_id", "current_task", "progress", "heartbeat_age_ms", "engine_alive", "launcher_alive", "exit_code", "db_size_bytes", "mismatches", "diagnoses"]) {
+    for (const k of ["id", "vm", "status", "effective_status", "source", "checked_at", "engine_run_status", "smithers_run_id", "current_task", "progress", "engine_heartbeat_age_ms", "engine_alive", "launcher_alive", "exit_code", "db_size_bytes", "mismatches", "diagnoses"]) {
       expect(v, k).toHaveProperty(k);
     }
-    expect(v).toMatchObject({ id: 1, vm: "vm1", status: "running", source: "live", vm_status: "running", engine_alive: true, effective_status: "stale" });
+    expect(v).toMatchObject({ id: 1, vm: "vm1", status: "running", source: "live", engine_run_status: "running", engine_alive: true, effective_status: "stale" });
     expect(v.progress).toEqual({ finished: 2, total: 6, by_state: { finished: 2, "in-progress": 1, pending: 3 } });
     expect(r.err).toBe("");
   });

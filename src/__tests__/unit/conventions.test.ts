@@ -10,7 +10,7 @@ import { ExitCode, exitCodeOf, renderExitCodeHelp } from "../../fabrik/exit-code
 import { sanitizeLine, sanitizeText } from "../../core/sanitize.js";
 import { vmNameProblem, assertVmName } from "../../vm/names.js";
 import { VERSION } from "../../fabrik/version.js";
-import { hostStatusFromSmithers, smithersStatusFromHost, SMITHERS_RUN_STATUSES } from "../../core/status.js";
+import { ENGINE_RUN_STATUSES, ENGINE_TERMINAL_STATUSES, ENGINE_PARKED_STATUSES, ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, expandStatusFilter, isRunStatus } from "../../core/status.js";
 
 describe("colour resolution", () => {
   const rows: [string, boolean, Record<string, string>, number][] = [
@@ -34,33 +34,33 @@ describe("colour resolution", () => {
 describe("config precedence flag > env > file > default", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-cfg-"));
   const file = path.join(dir, "config.json");
-  it("defaults when there is no file", () => {
-    const c = resolveConfig(path.join(dir, "missing.json"), {});
+  it("defaults when there is no file", async () => {
+    const c = await resolveConfig(path.join(dir, "missing.json"), {});
     expect(c.driver).toBe("lima");
     expect(c.engineVersion).toBe("0.32.0");
     expect(c.engineHeartbeatStaleMs).toBe(30_000);
   });
-  it("file < env < flag", () => {
+  it("file < env < flag", async () => {
     fs.writeFileSync(file, JSON.stringify({ driver: "local", engine: { version: "0.5.0" }, probe: { timeout_ms: 1234 } }));
-    expect(resolveConfig(file, {}).engineVersion).toBe("0.5.0");
-    expect(resolveConfig(file, {}).driver).toBe("local");
-    expect(resolveConfig(file, {}).probeTimeoutMs).toBe(1234);
-    expect(resolveConfig(file, { FABRIK_ENGINE: "0.32.0", FABRIK_PROBE_TIMEOUT_MS: "99" }).engineVersion).toBe("0.32.0");
-    expect(resolveConfig(file, { FABRIK_PROBE_TIMEOUT_MS: "99" }).probeTimeoutMs).toBe(99);
-    expect(resolveConfig(file, { FABRIK_ENGINE: "0.32.0", FABRIK_DRIVER: "lima" }, { engine: "0.5.0", driver: "local" })).toMatchObject({ engineVersion: "0.5.0", driver: "local" });
+    expect((await resolveConfig(file, {})).engineVersion).toBe("0.5.0");
+    expect((await resolveConfig(file, {})).driver).toBe("local");
+    expect((await resolveConfig(file, {})).probeTimeoutMs).toBe(1234);
+    expect((await resolveConfig(file, { FABRIK_ENGINE: "0.32.0", FABRIK_PROBE_TIMEOUT_MS: "99" })).engineVersion).toBe("0.32.0");
+    expect((await resolveConfig(file, { FABRIK_PROBE_TIMEOUT_MS: "99" })).probeTimeoutMs).toBe(99);
+    expect(await resolveConfig(file, { FABRIK_ENGINE: "0.32.0", FABRIK_DRIVER: "lima" }, { engine: "0.5.0", driver: "local" })).toMatchObject({ engineVersion: "0.5.0", driver: "local" });
   });
-  it("a corrupt or invalid file is a ConfigError naming the file", () => {
+  it("a corrupt or invalid file is a ConfigError naming the file", async () => {
     fs.writeFileSync(file, "{ not json");
-    expect(() => resolveConfig(file, {})).toThrow(ConfigError);
-    expect(() => resolveConfig(file, {})).toThrow(file);
+    await expect(resolveConfig(file, {})).rejects.toThrow(ConfigError);
+    await expect(resolveConfig(file, {})).rejects.toThrow(file);
     fs.writeFileSync(file, JSON.stringify({ driver: "vmware" }));
-    expect(() => resolveConfig(file, {})).toThrow(/driver/);
+    await expect(resolveConfig(file, {})).rejects.toThrow(/driver/);
     fs.writeFileSync(file, JSON.stringify({ unknown_key: 1 }));
-    expect(() => resolveConfig(file, {})).toThrow(ConfigError);
+    await expect(resolveConfig(file, {})).rejects.toThrow(ConfigError);
   });
-  it("bad env values are ConfigErrors", () => {
-    expect(() => resolveConfig(path.join(dir, "none.json"), { FABRIK_PROBE_TIMEOUT_MS: "soon" })).toThrow(ConfigError);
-    expect(() => resolveConfig(path.join(dir, "none.json"), { FABRIK_DRIVER: "vmware" })).toThrow(ConfigError);
+  it("bad env values are ConfigErrors", async () => {
+    await expect(resolveConfig(path.join(dir, "none.json"), { FABRIK_PROBE_TIMEOUT_MS: "soon" })).rejects.toThrow(ConfigError);
+    await expect(resolveConfig(path.join(dir, "none.json"), { FABRIK_DRIVER: "vmware" })).rejects.toThrow(ConfigError);
   });
 });
 
@@ -107,11 +107,19 @@ describe("VM names (Lima's rule)", () => {
 });
 
 describe("status vocabularies", () => {
-  it("maps every engine run status to a host status", () => {
-    for (const s of SMITHERS_RUN_STATUSES) expect(hostStatusFromSmithers(s)).not.toBe("unknown");
-    expect(hostStatusFromSmithers("finished")).toBe("done");
-    expect(smithersStatusFromHost("done")).toBe("finished");
-    expect(hostStatusFromSmithers("what")).toBe("unknown");
+  it("every engine run status is either the engine's final record, parked, or running", () => {
+    for (const s of ENGINE_RUN_STATUSES) {
+      const kinds = [(ENGINE_TERMINAL_STATUSES as readonly string[]).includes(s), (ENGINE_PARKED_STATUSES as readonly string[]).includes(s), s === "running"];
+      expect(kinds.filter(Boolean), s).toHaveLength(1);
+    }
+  });
+  it("active and final never overlap", () => {
+    for (const s of FINAL_RUN_STATUSES) expect(ACTIVE_RUN_STATUSES as readonly string[]).not.toContain(s);
+  });
+  it("--status accepts statuses and the group names, and names an unknown word", () => {
+    expect(expandStatusFilter(["orphaned,stale", "waiting"]).statuses).toEqual(["orphaned", "stale", "waiting-approval", "waiting-event", "waiting-timer", "waiting-quota", "paused"]);
+    expect(expandStatusFilter(["done", "bogus"]).unknown).toBe("bogus");
+    expect(isRunStatus("unreachable")).toBe(true);
   });
 });
 

@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import { deriveRunState, type DeriveThresholds } from "../../fabrik/derive.js";
+import { deriveRunState, type StatusThresholds as DeriveThresholds } from "../../fabrik/status/derive.js";
 import type { RunObservation as Observation } from "../../vm/probe.js";
 import type { RunRecord } from "../../fabrik/registry.js";
 import type { ProbeRunResult, PidFact, NodeFact } from "../../vm/probe-schema.js";
@@ -307,7 +307,7 @@ describe("deriveRunState decision table", () => {
     expect(d.message).toContain("15:impl");
     expect(s.current_task).toBe("15:impl");
     expect(s.progress).toEqual({ finished: 142, total: 184, by_state: { finished: 142, "in-progress": 1, pending: 41 } });
-    expect(s.cache_status).toBe("failed");
+    expect(s.cache_status).toBe("orphaned");
     expect(s.cache_failure_reason).toMatch(/no engine process/);
   });
 
@@ -315,7 +315,7 @@ describe("deriveRunState decision table", () => {
     const obs = live({ heartbeatAgeMs: 5_000 });
     // host clock 2 hours ahead of the VM: ages must still be 5 s
     const s = deriveRunState(cache(), obs, NOW + 7_200_000, T);
-    expect(s.heartbeat_age_ms).toBe(5_000);
+    expect(s.engine_heartbeat_age_ms).toBe(5_000);
     expect(s.effective_status).toBe("running");
   });
 

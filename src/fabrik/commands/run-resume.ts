@@ -1,53 +1,21 @@
 /** `fabrik run resume --id N [--dry-run] [--force] [--fix [--fix-limit B]] [--yes] [--reason TEXT]`. */
-import type { Context } from "../context.js";
-import { printJson } from "../io.js";
-import { RefusedError } from "../../core/errors.js";
-import { ResumeRefusedError, resumeRun, type ResumeOutcome } from "../resume-service.js";
-import { refusalLine, type ResumePlan } from "../../resume/plan.js";
-import { renderResumePlan, renderResumeResult } from "../render/resume.js";
+import { defineCommand } from "../command.js";
+import { count, runId } from "../args.js";
 
-interface Args {
-  id: number;
-  dryRun: boolean;
-  force: boolean;
-  fix: boolean;
-  fixLimit: number;
-  yes: boolean;
-  reason?: string;
-}
-
-/** Ask on the terminal (stderr), default no. */
-async function ask(question: string): Promise<boolean> {
-  const readline = await import("node:readline/promises");
-  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await rl.question(question)).trim());
-  } finally {
-    rl.close();
-  }
-}
-
-export async function run(ctx: Context, args: Args): Promise<void> {
-  const confirm = (plan: ResumePlan): Promise<boolean> => {
-    ctx.io.stderr.write(renderResumePlan(plan, { tty: ctx.io.stderrTty, showScript: false }) + "\n");
-    return ask(`Resume run ${args.id} now? [y/N] `);
-  };
-  let outcome: ResumeOutcome;
-  try {
-    outcome = await resumeRun(
-      ctx,
-      { id: args.id, dryRun: args.dryRun, force: args.force, fix: args.fix, fixLimitBytes: args.fixLimit, yes: args.yes, reason: args.reason },
-      { confirm },
-    );
-  } catch (err) {
-    if (err instanceof ResumeRefusedError && ctx.io.json) printJson(ctx.io, err.outcome);
-    throw err;
-  }
-  if (ctx.io.json) printJson(ctx.io, outcome);
-  else if (outcome.dry_run) ctx.io.stdout.write(renderResumePlan(outcome.plan, { tty: ctx.io.stdoutTty, showScript: true }));
-  else ctx.io.stdout.write(renderResumeResult(outcome));
-  if (outcome.dry_run && !outcome.allowed) {
-    const { message, hint } = refusalLine(outcome.plan);
-    throw new RefusedError(message, hint, outcome.plan.reasons.map((r) => r.code));
-  }
-}
+export default defineCommand({
+  command: "resume",
+  describe: "continue a crashed or failed run from where it stopped",
+  options: {
+    id: { type: "string", coerce: runId(), demandOption: true, describe: "run id (the host id shown by `fabrik runs list`)" },
+    "dry-run": { type: "boolean", default: false, describe: "print the plan and the script; change nothing (exit 0 if resume is allowed)" },
+    force: { type: "boolean", default: false, describe: "resume even if the engine heartbeat is fresh (never overrides a living process)" },
+    fix: { type: "boolean", default: false, describe: "first truncate oversized response_text/error_json values and VACUUM" },
+    "fix-limit": { type: "string", coerce: count("--fix-limit", 1024, "102400"), default: String(100 * 1024), describe: "--fix: keep at most this many bytes per value (the tail)" },
+    yes: { alias: "y", type: "boolean", default: false, describe: "do not ask for confirmation (required without a TTY)" },
+    reason: { type: "string", describe: "why you resume (kept in the run's history)" },
+  },
+  async run(ctx, a) {
+    const { resumeCommand } = await import("../resume-service.js");
+    return resumeCommand(ctx, { id: a.id, dryRun: a["dry-run"], force: a.force, fix: a.fix, fixLimitBytes: a["fix-limit"], yes: a.yes, reason: a.reason });
+  },
+});

@@ -1,26 +1,21 @@
 /** `fabrik runs list`: live by default, one round trip per VM; unreachable VMs warn but never fail the command. */
-import type { Context } from "../context.js";
-import { printJson, warn } from "../io.js";
-import { listRunViews } from "../runs-service.js";
-import { mismatchWarnings, renderRunList } from "../render/run.js";
+import { defineCommand, view } from "../command.js";
+import { count, vmName } from "../args.js";
 
-interface Args {
-  vm?: string;
-  status?: string[];
-  limit: number;
-  since?: string;
-  live: boolean;
-  quiet: boolean;
-}
-
-export async function run(ctx: Context, args: Args): Promise<void> {
-  const { views, warnings } = await listRunViews(ctx, { vm: args.vm, statuses: args.status, limit: args.limit, since: args.since, live: args.live });
-  for (const w of warnings) warn(ctx.io, w);
-  if (ctx.io.json) return printJson(ctx.io, views);
-  if (args.quiet) {
-    ctx.io.stdout.write(views.map((v) => `${v.id}\n`).join(""));
-    return;
-  }
-  for (const v of views) for (const m of mismatchWarnings(v)) warn(ctx.io, m);
-  ctx.io.stdout.write(renderRunList(views, { tty: ctx.io.stdoutTty, now: ctx.now(), color: ctx.io.color }));
-}
+export default defineCommand({
+  command: "list",
+  describe: "list runs with their live status (one round trip per VM)",
+  options: {
+    vm: { type: "string", coerce: vmName, describe: "only runs in this VM" },
+    status: { type: "string", array: true, describe: "only these statuses (repeatable or comma-separated; also: waiting, active, ended)" },
+    limit: { type: "string", coerce: count("--limit", 1, "50"), default: "20", describe: "at most this many runs" },
+    since: { type: "string", describe: "only runs created within this duration (e.g. 2h, 30m, 7d) or since a date" },
+    live: { type: "boolean", default: true, describe: "ask the VMs (--no-live: cache only)" },
+    quiet: { alias: "q", type: "boolean", default: false, describe: "print run ids only" },
+  },
+  async run(ctx, a) {
+    const [{ listRunViews }, { renderRunList }] = await Promise.all([import("../runs-service.js"), import("../render/run.js")]);
+    const { views, warnings } = await listRunViews(ctx, { vm: a.vm, statuses: a.status?.map(String), limit: a.limit, since: a.since, live: a.live });
+    return view(views, (v, r) => (a.quiet ? v.map((x) => `${x.id}\n`).join("") : renderRunList(v, r)), { warnings });
+  },
+});

@@ -1,12 +1,17 @@
 /** `fabrik runs show --id N [--no-live]`: the VM as source of truth; `--no-live` never touches the VM. */
-import type { Context } from "../context.js";
-import { printJson, warn } from "../io.js";
-import { showRun } from "../runs-service.js";
-import { renderRunDetail } from "../render/run.js";
+import { defineCommand, view } from "../command.js";
+import { runId } from "../args.js";
 
-export async function run(ctx: Context, args: { id: number; live: boolean }): Promise<void> {
-  const view = await showRun(ctx, args.id, { live: args.live });
-  if (ctx.io.json) return printJson(ctx.io, view);
-  if (view.source === "unreachable") warn(ctx.io, `VM ${view.vm} is unreachable; showing cached values`);
-  ctx.io.stdout.write(renderRunDetail(view, { tty: ctx.io.stdoutTty, now: ctx.now(), color: ctx.io.color }));
-}
+export default defineCommand({
+  command: "show",
+  describe: "show one run, with the VM as source of truth",
+  options: {
+    id: { type: "string", coerce: runId(), demandOption: true, describe: "run id (the host id shown by `fabrik runs list`)" },
+    live: { type: "boolean", default: true, describe: "ask the VM (--no-live: cache only, never touches the VM)" },
+  },
+  async run(ctx, a) {
+    const [{ showRun }, { renderRunDetail }] = await Promise.all([import("../runs-service.js"), import("../render/run.js")]);
+    const { view: v, warnings } = await showRun(ctx, a.id, { live: a.live });
+    return view(v, renderRunDetail, { warnings });
+  },
+});

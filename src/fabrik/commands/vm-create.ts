@@ -1,58 +1,38 @@
 /** `fabrik vm create NAME`: create, start, install the engine — listr2 steps on a TTY, plain lines otherwise. */
-import type { Context } from "../context.js";
-import { printJson } from "../io.js";
-import { runSteps } from "../progress.js";
-import { createAndStartVm, validateCreate } from "../vm-service.js";
-import { ensureEngine, requireEngineDialect } from "../../vm/engine.js";
-import { DEFAULTS } from "../config.js";
-import type { VmInfo } from "../../vm/driver.js";
+import { defineCommand, view } from "../command.js";
+import { count, engineVersion, vmName } from "../args.js";
+import { DRIVER_NAMES } from "../../vm/driver.js";
 
-interface Args {
-  name: string;
-  template?: string;
-  cpus?: number;
-  memory?: number;
-  disk?: number;
-  /** A version, or false for `--no-engine`. */
-  engine?: string | boolean;
-  timeout: number;
-}
-
-export async function run(ctx: Context, args: Args): Promise<void> {
-  const req = {
-    name: args.name,
-    driver: ctx.config.driver,
-    template: args.template,
-    cpus: args.cpus,
-    memoryGiB: args.memory,
-    diskGiB: args.disk,
-    timeoutMs: args.timeout * 1000,
-  };
-  const skipEngine = args.engine === false;
-  if (!skipEngine) requireEngineDialect(ctx.config.engineVersion);
-  const { template } = await validateCreate(ctx, req);
-  let info: VmInfo | undefined;
-  await runSteps(ctx.io, [
-    {
-      title: `create and start ${req.driver} VM ${req.name}`,
-      run: async () => {
-        info = await createAndStartVm(ctx, req, template);
-        return `guest home ${info.guestHome}`;
-      },
+export default defineCommand({
+  command: "create <name>",
+  describe: "create a VM, start it and install the engine",
+  positionals: { name: { type: "string", demandOption: true, describe: "VM name (letters, digits, . _ -)", coerce: vmName } },
+  options: {
+    template: { type: "string", describe: "Lima template file (default: lima-templates/fabrik.yaml)" },
+    cpus: { type: "string", coerce: count("--cpus", 1, "2"), describe: "virtual CPUs" },
+    memory: { type: "string", coerce: count("--memory", 1, "4"), describe: "memory in GiB" },
+    disk: { type: "string", coerce: count("--disk", 1, "20"), describe: "disk in GiB" },
+    driver: { choices: DRIVER_NAMES, describe: "VM driver (default: config `driver`, else lima)" },
+    engine: {
+      type: "string",
+      coerce: (v: unknown): string | false => (v === false ? false : engineVersion(v)),
+      describe: "engine version to install (default 0.32.0); --no-engine: install it before the first run instead",
     },
-    {
-      title: `install engine ${ctx.config.engineVersion}`,
-      skip: () => (skipEngine ? "--no-engine" : undefined),
-      run: async () => {
-        const r = await ensureEngine(ctx.drivers.get(req.driver), req.name, info!.guestHome!, ctx.config.engineVersion, {
-          cacheDir: ctx.config.engineCacheDir,
-          timeoutMs: DEFAULTS.engineInstallTimeoutMs,
-          signal: ctx.signal,
-        });
-        return `${r.fresh ? "installed" : "already installed"} in ${(r.durationMs / 1000).toFixed(1)}s`;
-      },
-    },
-  ]);
-  if (ctx.io.json) printJson(ctx.io, { name: req.name, driver: req.driver, status: info?.status, guest_home: info?.guestHome ?? null, engine_version: skipEngine ? null : ctx.config.engineVersion });
-  else ctx.io.stdout.write(`${req.name}\n`);
-}
+    timeout: { type: "string", coerce: count("--timeout", 1, "600"), default: "600", describe: "seconds to wait for the VM to boot" },
+  },
+  configFlags: (a) => ({ driver: a.driver, engine: a.engine === false ? undefined : a.engine }),
+  async run(ctx, a) {
+    const { createVm } = await import("../vm-service.js");
+    const r = await createVm(ctx, {
+      name: a.name,
+      driver: ctx.config.driver,
+      template: a.template,
+      cpus: a.cpus,
+      memoryGiB: a.memory,
+      diskGiB: a.disk,
+      timeoutMs: a.timeout * 1000,
+      engine: a.engine === false ? null : ctx.config.engineVersion,
+    });
+    return view(r, (v) => `${v.name}\n`);
+  },
+});

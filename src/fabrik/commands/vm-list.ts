@@ -1,15 +1,13 @@
 /** `fabrik vm list`: limactl's fields plus fabrik's (active runs, last run). */
-import type { Context } from "../context.js";
-import { printJson } from "../io.js";
-import { listVms } from "../vm-service.js";
-import { renderVmList } from "../render/vm.js";
+import { defineCommand, view } from "../command.js";
 
-export async function run(ctx: Context, args: { quiet: boolean }): Promise<void> {
-  const rows = await listVms(ctx);
-  if (ctx.io.json) return printJson(ctx.io, rows);
-  if (args.quiet) {
-    ctx.io.stdout.write(rows.map((r) => r.name + "\n").join(""));
-    return;
-  }
-  ctx.io.stdout.write(renderVmList(rows, { tty: ctx.io.stdoutTty, now: ctx.now(), color: ctx.io.color }));
-}
+export default defineCommand({
+  command: "list",
+  describe: "list VMs with their status and runs",
+  options: { quiet: { alias: "q", type: "boolean", default: false, describe: "print names only" } },
+  async run(ctx, a) {
+    const [{ listVms }, { renderVmList }] = await Promise.all([import("../vm-service.js"), import("../render/vm.js")]);
+    const { rows, warnings } = await listVms(ctx);
+    return view(rows, (v, r) => (a.quiet ? v.map((x) => x.name + "\n").join("") : renderVmList(v, r)), { warnings });
+  },
+});

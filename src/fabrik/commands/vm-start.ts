@@ -1,15 +1,14 @@
 /** `fabrik vm start NAME...`: carries on past failures, reports them all. */
-import type { Context } from "../context.js";
-import { driverFor } from "../context.js";
-import { forEachVm } from "../vm-service.js";
-import { reportMulti } from "./vm-common.js";
-import { assertVmName } from "../../vm/names.js";
+import { defineCommand } from "../command.js";
+import { count, vmNames } from "../args.js";
 
-export async function run(ctx: Context, args: { names: string[]; timeout: number }): Promise<number> {
-  args.names.forEach(assertVmName);
-  const results = await forEachVm(args.names, async (name) => {
-    ctx.io.stderr.write(`==> starting ${name}\n`);
-    await driverFor(ctx, name).driver.start(name, { timeoutMs: args.timeout * 1000 });
-  });
-  return reportMulti(ctx, "started", results);
-}
+export default defineCommand({
+  command: "start <names..>",
+  describe: "start one or more VMs",
+  positionals: { names: { type: "string", array: true, demandOption: true, coerce: vmNames } },
+  options: { timeout: { type: "string", coerce: count("--timeout", 1, "600"), default: "600", describe: "seconds to wait for each VM" } },
+  async run(ctx, a) {
+    const { startVms } = await import("../vm-service.js");
+    return startVms(ctx, a.names, { timeoutMs: a.timeout * 1000 });
+  },
+});

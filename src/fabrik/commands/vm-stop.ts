@@ -1,15 +1,14 @@
-/** `fabrik vm stop NAME...`: carries on past failures, reports them all. */
-import type { Context } from "../context.js";
-import { driverFor } from "../context.js";
-import { forEachVm } from "../vm-service.js";
-import { reportMulti } from "./vm-common.js";
-import { assertVmName } from "../../vm/names.js";
+/** `fabrik vm stop NAME...`: refuses while runs are active unless --force; carries on past failures. */
+import { defineCommand } from "../command.js";
+import { vmNames } from "../args.js";
 
-export async function run(ctx: Context, args: { names: string[]; force: boolean }): Promise<number> {
-  args.names.forEach(assertVmName);
-  const results = await forEachVm(args.names, async (name) => {
-    ctx.io.stderr.write(`==> stopping ${name}\n`);
-    await driverFor(ctx, name).driver.stop(name, { timeoutMs: 7 * 60_000, force: args.force });
-  });
-  return reportMulti(ctx, "stopped", results);
-}
+export default defineCommand({
+  command: "stop <names..>",
+  describe: "stop one or more VMs (refuses while a run is active unless --force; carries on past failures)",
+  positionals: { names: { type: "string", array: true, demandOption: true, coerce: vmNames } },
+  options: { force: { alias: "f", type: "boolean", default: false, describe: "stop even with active runs, powering off at once" } },
+  async run(ctx, a) {
+    const { stopVms } = await import("../vm-service.js");
+    return stopVms(ctx, a.names, { force: a.force });
+  },
+});

@@ -1,5 +1,11 @@
 /** Rendering a resume plan and a resume's result for people. Pure: model in, string out. */
 import { nodeLabel, type ResumePlan } from "../../resume/plan.js";
+import { sanitizeText } from "../../core/sanitize.js";
+
+/** Every line of a resume rendering comes partly from the VM (node ids, owner ids, command lines, errors): one sanitiser pass over all of it. */
+function clean(text: string): string {
+  return sanitizeText(text);
+}
 import type { ResumeOutcome } from "../resume-service.js";
 
 /** Render a plan for people (pure). `tty` picks symbols; the script is printed in full. */
@@ -39,7 +45,7 @@ export function renderResumePlan(plan: ResumePlan, opts: { tty: boolean; showScr
   if (opts.showScript && plan.script) {
     L.push("", `----- ${plan.script_path} -----`, plan.script.replace(/\n$/, ""), "----- end of script -----");
   }
-  return L.join("\n") + "\n";
+  return clean(L.join("\n") + "\n");
 }
 
 /** Render what a real resume did (pure). */
@@ -58,5 +64,5 @@ export function renderResumeResult(o: ResumeOutcome): string {
   if (c) L.push(`  reset: ${c.attempts_cancelled} attempt(s) -> cancelled, ${c.nodes_pending} node(s) -> pending${c.run_cleared ? ", heartbeat/owner cleared" : ""}${r.reset?.by_engine ? `; ${r.reset.by_engine}` : ""}`);
   if (r.script) L.push(`  script: ${r.script.path}`);
   L.push(`  follow it with \`fabrik run attach --id ${o.plan.host_run_id}\``);
-  return L.join("\n") + "\n";
+  return clean(L.join("\n") + "\n");
 }

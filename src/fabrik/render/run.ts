@@ -4,15 +4,14 @@
  */
 import type { ChalkInstance } from "chalk";
 import type { RunView } from "../runs-service.js";
-import type { Diagnosis } from "../derive.js";
+import type { Diagnosis } from "../status/diagnoses.js";
+import type { RenderContext } from "../command.js";
 import { sanitizeLine } from "../../core/sanitize.js";
-import { formatAgeLong, formatAgeShort, formatBytes, formatTime, renderTable } from "./table.js";
+import { formatAge, formatAgeLong, formatBytes, formatTime } from "../../core/units.js";
+import { renderTable } from "./table.js";
 
-export interface RenderOptions {
-  tty: boolean;
-  now: number;
-  color: ChalkInstance;
-}
+/** The renderers' options: a {@link RenderContext} (only these fields are read). */
+export type RenderOptions = Pick<RenderContext, "tty" | "now" | "color">;
 
 /** `142/184 (77%)`, or `-`. */
 export function formatProgress(p: RunView["progress"]): string {
@@ -63,14 +62,15 @@ export function renderRunDetail(v: RunView, o: RenderOptions): string {
   L.push(`id: ${v.id}${v.label ? `  (${sanitizeLine(v.label)})` : ""}`);
   L.push(`vm: ${v.vm} (${v.driver})`);
   L.push(`smithers_run_id: ${sanitizeLine(v.smithers_run_id)}`);
+  // The guide's mismatch line: the cached status, marked, with what the VM shows NOW (the live verdict).
   L.push(`status: ${v.status}${statusMismatch ? ` ${c.yellow("⚠️")}  (VM shows: ${statusMismatch.live})` : ""}`);
   L.push(`effective_status: ${colorStatus(v.effective_status, c)}`);
   L.push(`reason: ${sanitizeLine(v.reason, 1000)}`);
-  const checked = v.checked_at_ms === null ? "never checked live" : `${o.tty ? `${formatAgeShort(o.now - v.checked_at_ms)} ago` : formatTime(v.checked_at_ms)}`;
+  const checked = v.checked_at_ms === null ? "never checked live" : `${o.tty ? `${formatAge(o.now - v.checked_at_ms)} ago` : formatTime(v.checked_at_ms)}`;
   L.push(`source: ${v.source} (${checked})`);
   L.push(`exit_code: ${v.exit_code ?? "-"}`);
   L.push(`engine_version: ${v.engine_version ?? "-"}`);
-  L.push(`created: ${o.tty ? `${formatAgeShort(o.now - Date.parse(v.created_at))} ago` : v.created_at}${v.resume_count ? `; resumed ${v.resume_count}×` : ""}`);
+  L.push(`created: ${o.tty ? `${formatAge(o.now - Date.parse(v.created_at))} ago` : v.created_at}${v.resume_count ? `; resumed ${v.resume_count}×` : ""}`);
   L.push(`control_dir: ${sanitizeLine(v.control_dir)}`);
   L.push("");
   if (v.source === "unreachable") {
@@ -81,15 +81,16 @@ export function renderRunDetail(v: RunView, o: RenderOptions): string {
   } else {
     L.push(`=== VM Status (Source of Truth) ===`);
   }
-  L.push(`vm_status: ${v.vm_status ? sanitizeLine(v.vm_status) : "-"}`);
+  // The guide's label; the field is `engine_run_status`: the engine's own status in its DB.
+  L.push(`vm_status: ${v.engine_run_status ? sanitizeLine(v.engine_run_status) : "-"}`);
   const cur = v.current_task
     ? `${sanitizeLine(v.current_task)}${v.current_attempt !== null ? ` (attempt ${v.current_attempt}` : " ("}${v.current_task_started_at_ms && v.checked_at_ms ? `, started ${formatAgeLong(Math.max(0, (v.source === "live" ? v.checked_at_ms : o.now) - v.current_task_started_at_ms))} ago` : ""})`
     : "-";
   L.push(`current_task: ${cur.replace(" ()", "")}`);
   L.push(`progress: ${formatProgress(v.progress)}`);
   if (v.source === "live") {
-    const noHeartbeat = v.vm_status && v.vm_status !== "running" ? "n/a (run ended)" : "n/a (no engine heartbeat)";
-    L.push(`heartbeat_age: ${v.heartbeat_age_ms === null ? noHeartbeat : formatAgeLong(v.heartbeat_age_ms)}`);
+    const noHeartbeat = v.engine_run_status && v.engine_run_status !== "running" ? "n/a (run ended)" : "n/a (no engine heartbeat)";
+    L.push(`heartbeat_age: ${v.engine_heartbeat_age_ms === null ? noHeartbeat : formatAgeLong(v.engine_heartbeat_age_ms)}`);
     L.push(`launcher_heartbeat_age: ${v.launcher_heartbeat_age_ms === null ? "n/a" : formatAgeLong(v.launcher_heartbeat_age_ms)}`);
     L.push(`engine: ${pidLine(v.engine_pid, v.engine_alive)}`);
     L.push(`launcher: ${pidLine(v.launcher_pid, v.launcher_alive)}`);
@@ -129,17 +130,12 @@ export function renderRunList(views: RunView[], o: RenderOptions): string {
       v.mismatches.some((m) => m.field === "status") ? `${v.status}${o.tty ? " ⚠" : "!"}` : v.status,
       formatProgress(v.progress),
       v.current_task ? sanitizeLine(v.current_task, 40) : "-",
-      v.heartbeat_age_ms === null ? "-" : formatAgeShort(v.heartbeat_age_ms),
+      v.engine_heartbeat_age_ms === null ? "-" : formatAge(v.engine_heartbeat_age_ms),
       v.source,
-      v.checked_at_ms === null ? "-" : o.tty ? `${formatAgeShort(o.now - v.checked_at_ms)} ago` : formatTime(v.checked_at_ms),
-      o.tty ? `${formatAgeShort(o.now - Date.parse(v.created_at))} ago` : v.created_at,
+      v.checked_at_ms === null ? "-" : o.tty ? `${formatAge(o.now - v.checked_at_ms)} ago` : formatTime(v.checked_at_ms),
+      o.tty ? `${formatAge(o.now - Date.parse(v.created_at))} ago` : v.created_at,
       v.label ? sanitizeLine(v.label, 30) : "-",
     ]),
     { tty: o.tty },
   );
-}
-
-/** One stderr warning line per mismatch (`warning: run 42 cache=running live=failed`). */
-export function mismatchWarnings(v: RunView): string[] {
-  return v.mismatches.map((m) => `run ${v.id} ${m.field}: cache=${m.cache ?? "-"} live=${m.live ?? "-"}${v.cache_updated ? " (cache updated)" : ""}`);
 }

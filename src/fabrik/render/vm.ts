@@ -1,16 +1,17 @@
 /** Rendering VM lists and multi-VM results. Pure: view model in, string out. */
-import type { ChalkInstance } from "chalk";
 import type { VmListRow } from "../vm-service.js";
-import { formatAgeShort, formatBytes, formatTime, renderTable } from "./table.js";
+import type { RenderContext } from "../command.js";
+import { formatAge, formatBytes, formatTime } from "../../core/units.js";
+import { renderTable } from "./table.js";
 import { sanitizeLine } from "../../core/sanitize.js";
 
 /** `NAME STATUS DRIVER SSH CPUS MEMORY DISK ACTIVE LAST-RUN DIR`. */
-export function renderVmList(rows: VmListRow[], opts: { tty: boolean; now: number; color: ChalkInstance }): string {
+export function renderVmList(rows: VmListRow[], opts: Pick<RenderContext, "tty" | "now" | "color">): string {
   if (rows.length === 0) return opts.tty ? "No VMs. Create one with `fabrik vm create NAME`.\n" : "";
   const c = opts.color;
   const status = (s: string) => (s === "Running" ? c.green(s) : s === "Stopped" ? c.dim(s) : c.red(s));
   const lastRun = (r: VmListRow) =>
-    r.last_run_id === null ? "-" : opts.tty ? `${r.last_run_id} (${formatAgeShort(opts.now - (r.last_run_at_ms ?? opts.now))} ago)` : `${r.last_run_id}@${formatTime(r.last_run_at_ms)}`;
+    r.last_run_id === null ? "-" : opts.tty ? `${r.last_run_id} (${formatAge(opts.now - (r.last_run_at_ms ?? opts.now))} ago)` : `${r.last_run_id}@${formatTime(r.last_run_at_ms)}`;
   return renderTable(
     ["NAME", "STATUS", "DRIVER", "SSH", "CPUS", "MEMORY", "DISK", "ACTIVE", "LAST RUN", "DIR"],
     rows.map((r) => [

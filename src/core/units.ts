@@ -1,0 +1,49 @@
+/**
+ * Units, in one place: durations (ms) and sizes (bytes) as people read and type them. Formatting is done by
+ * well-kept libraries (`pretty-ms`, `pretty-bytes`, `ms`); this module only fixes the house style.
+ */
+import prettyMs from "pretty-ms";
+import prettyBytes from "pretty-bytes";
+import ms from "ms";
+
+/** A duration for messages, up to two units: `45s`, `1m 44s`, `3h 2m`, `2d 3h` (ms → text). */
+export function formatDuration(durationMs: number): string {
+  if (!Number.isFinite(durationMs)) return "-";
+  const v = Math.max(0, durationMs);
+  return v < 1000 ? `${Math.round(v)}ms` : prettyMs(v, { unitCount: 2, secondsDecimalDigits: 0 });
+}
+
+/** A compact age for tables, largest unit only: `45s`, `12m`, `3h`, `2d`; `-` when unknown. */
+export function formatAge(ageMs: number | null | undefined): string {
+  if (ageMs === null || ageMs === undefined || !Number.isFinite(ageMs)) return "-";
+  return prettyMs(Math.max(1000, ageMs), { compact: true });
+}
+
+/** The guide's long form (`heartbeat_age: 45 minutes`): largest unit, in words; `unknown` when unknown. */
+export function formatAgeLong(ageMs: number | null | undefined): string {
+  if (ageMs === null || ageMs === undefined || !Number.isFinite(ageMs)) return "unknown";
+  return prettyMs(Math.max(1000, ageMs), { compact: true, verbose: true });
+}
+
+/** Bytes in binary units: `1.5 KiB`, `400 MiB`; `-` when unknown. */
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined || !Number.isFinite(bytes)) return "-";
+  return prettyBytes(bytes, { binary: true, maximumFractionDigits: 1 });
+}
+
+/** ISO-8601 UTC (`2026-11-29T14:09:27.000Z`), or `-`. */
+export function formatTime(epochMs: number | null | undefined): string {
+  return epochMs === null || epochMs === undefined ? "-" : new Date(epochMs).toISOString();
+}
+
+/**
+ * Parse a duration a user typed: `90s`, `30m`, `2h`, `7d`, `1w`, `500ms`, `1.5h` (the `ms` package's forms; a
+ * bare number is NOT accepted, so a missing unit is never guessed). Returns ms, or undefined when it is not a
+ * positive duration.
+ */
+export function parseDuration(text: string): number | undefined {
+  const t = text.trim();
+  if (!/^\d+(\.\d+)?\s*[a-zA-Z]+$/.test(t)) return undefined;
+  const v = ms(t as ms.StringValue);
+  return typeof v === "number" && Number.isFinite(v) && v > 0 ? v : undefined;
+}

@@ -1,0 +1,24 @@
+/**
+ * The command tree: every command fabrik has, declared once (one file per command). Command files are light
+ * (options and a handler that imports its service on first use), so `--help` and completion load no service.
+ */
+import type { CommandGroup } from "../command.js";
+import vmCreate from "./vm-create.js";
+import vmList from "./vm-list.js";
+import vmStart from "./vm-start.js";
+import vmStop from "./vm-stop.js";
+import vmDelete from "./vm-delete.js";
+import vmShell from "./vm-shell.js";
+import runStart from "./run-start.js";
+import runAttach from "./run-attach.js";
+import runResume from "./run-resume.js";
+import runsList from "./runs-list.js";
+import runsShow from "./runs-show.js";
+import runsWatch from "./runs-watch.js";
+import runsImport from "./runs-import.js";
+
+export const COMMAND_TREE: readonly CommandGroup[] = [
+  { command: "vm", describe: "manage the VMs runs execute in", commands: [vmCreate, vmList, vmStart, vmStop, vmDelete, vmShell] },
+  { command: "run", describe: "start a workflow run in a VM (and: run attach, run resume)", commands: [runStart, runAttach, runResume] },
+  { command: "runs", describe: "inspect runs: list, show, watch, import", commands: [runsList, runsShow, runsWatch, runsImport] },
+];
