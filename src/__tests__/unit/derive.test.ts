@@ -337,3 +337,14 @@ describe("deriveRunState decision table", () => {
     expect(s.mismatches).toContainEqual({ field: "status", cache: "running", live: "failed" });
   });
 });
+
+describe("docs/status.md", () => {
+  it("prints the decision table exactly as the code has it, and lists every diagnosis", async () => {
+    const fs = await import("node:fs");
+    const { statusTableMarkdown } = await import("../../fabrik/status/rules.js");
+    const { DIAGNOSIS_CODES } = await import("../../fabrik/status/diagnoses.js");
+    const doc = fs.readFileSync(new URL("../../../docs/status.md", import.meta.url), "utf8");
+    expect(doc).toContain(statusTableMarkdown());
+    for (const code of DIAGNOSIS_CODES) expect(doc, code).toContain(`\`${code}\``);
+  });
+});
