@@ -17,8 +17,6 @@ import type { Context } from "./context.js";
 import type { ColorMode, Io } from "./io.js";
 import type { DriverName, VmDriver } from "../vm/driver.js";
 import type { CommandResult, CommandSpec, RenderContext, StreamResult, ViewResult } from "./command.js";
-import { COMMAND_TREE } from "./commands/index.js";
-import { takeArgError } from "./args.js";
 import { VERSION } from "./version.js";
 
 /** Options for {@link main} (tests run commands in-process with their own io/env). */
@@ -74,7 +72,8 @@ function handlerFor(spec: CommandSpec<any, any>, state: RunState) {
 
 /** Build the yargs parser (exported for completion tests). */
 export async function buildParser(argv: string[], state: RunState): Promise<Argv<GlobalArgs>> {
-  const { default: yargs } = await import("yargs");
+  // Loaded here, not at start-up: `--version` needs none of it.
+  const [{ default: yargs }, { COMMAND_TREE }, { takeArgError }] = await Promise.all([import("yargs"), import("./commands/index.js"), import("./args.js")]);
   const completeValues = async (current: string): Promise<string[] | undefined> => {
     const { completeValues: complete } = await import("./completion.js");
     const i = state.argv.indexOf("--get-yargs-completions");

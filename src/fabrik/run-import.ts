@@ -95,7 +95,7 @@ export async function importRuns(ctx: Context, vm: string, p: string | undefined
   }
   if (fresh.length > 0) {
     const { observations } = await observeVm(ctx, driver, vm, fresh);
-    for (const r of fresh) result.imported.push(reconcile(ctx, r, observations.get(r.id) ?? { kind: "none" }));
+    for (const r of fresh) result.imported.push(await reconcile(ctx, r, observations.get(r.id) ?? { kind: "none" }));
   }
   return result;
 }

@@ -6,10 +6,11 @@
 import pLimit from "p-limit";
 import type { Context } from "./context.js";
 import type { RunFilter, RunRecord } from "./registry.js";
-import { deriveRunState, type CheckSummary, type DerivedState, type StatusThresholds } from "./status/derive.js";
+import type { StatusThresholds } from "./status/facts.js";
+import { cachedRunState, type CheckSummary, type DerivedState } from "./status/cached.js";
 import { NotFoundError, UsageError } from "../core/errors.js";
 import type { ProbeRequest, ProbeResponse } from "../vm/probe-schema.js";
-import { probeVm, type RunObservation } from "../vm/probe.js";
+import type { RunObservation } from "../vm/probe.js";
 import { expandStatusFilter, isFinalRunStatus, RUN_STATUSES, RUN_STATUS_GROUPS, type CachedRunStatus } from "../core/status.js";
 import { parseDuration } from "../core/units.js";
 import type { VmDriver } from "../vm/driver.js";
@@ -85,9 +86,8 @@ export async function observeVm(
   const out = new Map<number, RunObservation>();
   const req = probeRequestFor(runs, { nodes: opts.nodes, rowSizeWarnBytes: ctx.config.rowSizeWarnBytes });
   try {
-    const res = opts.probe
-      ? await opts.probe(req)
-      : await probeVm(driver, vm, req, { timeoutMs: opts.timeoutMs ?? ctx.config.probeTimeoutMs, signal: ctx.signal });
+    const probeVm = opts.probe ? undefined : (await import("../vm/probe.js")).probeVm;
+    const res = opts.probe ? await opts.probe(req) : await probeVm!(driver, vm, req, { timeoutMs: opts.timeoutMs ?? ctx.config.probeTimeoutMs, signal: ctx.signal });
     const byKey = new Map(res.runs.map((r) => [r.key, r]));
     for (const run of runs) {
       const result = byKey.get(String(run.id));
@@ -106,10 +106,11 @@ export async function observeVm(
  * Derive a run's view and, for live observations, write the verdict back to the cache (status, exit code,
  * failure reason, DB path, engine pid, last check). Returns the view, which says what changed.
  * `write: false` derives without touching the registry (`run resume --dry-run`).
+ * The live status authority (decision table, diagnoses) is loaded only when there is a live observation.
  */
-export function reconcile(ctx: Context, run: RunRecord, obs: RunObservation, opts: { write?: boolean } = {}): RunView {
+export async function reconcile(ctx: Context, run: RunRecord, obs: RunObservation, opts: { write?: boolean } = {}): Promise<RunView> {
   const hostNow = ctx.now();
-  const d = deriveRunState(run, obs, hostNow, thresholds(ctx));
+  const d = obs.kind === "live" ? (await import("./status/derive.js")).deriveRunState(run, obs, hostNow, thresholds(ctx)) : cachedRunState(run, obs);
   const changes: RunView["cache_changes"] = [];
   let updated = run;
   if (obs.kind === "live" && opts.write !== false) {
@@ -192,10 +193,10 @@ export function requireRun(ctx: Context, id: number): RunRecord {
 /** `runs show`: one run, live unless `live` is false (then the VM is never touched). */
 export async function showRun(ctx: Context, id: number, opts: { live: boolean; nodes?: boolean }): Promise<{ view: RunView; warnings: string[] }> {
   const run = requireRun(ctx, id);
-  if (!opts.live) return { view: reconcile(ctx, run, { kind: "none" }), warnings: [] };
+  if (!opts.live) return { view: await reconcile(ctx, run, { kind: "none" }), warnings: [] };
   const driver = await ctx.driver(run.driver);
   const { observations } = await observeVm(ctx, driver, run.vm, [run], { nodes: opts.nodes });
-  const view = reconcile(ctx, run, observations.get(run.id)!);
+  const view = await reconcile(ctx, run, observations.get(run.id)!);
   return { view, warnings: view.source === "unreachable" ? [`VM ${view.vm} is unreachable; showing cached values`] : [] };
 }
 
@@ -228,7 +229,7 @@ export async function listRunViews(ctx: Context, req: ListRequest): Promise<{ vi
   }
   const filter: RunFilter = { vm: req.vm, statuses, limit: req.limit, sinceMs: req.since ? parseSince(req.since, ctx.now()) : undefined };
   const runs = ctx.registry().listRuns(filter);
-  if (!req.live) return { views: runs.map((r) => reconcile(ctx, r, { kind: "none" })), warnings: [] };
+  if (!req.live) return { views: await Promise.all(runs.map((r) => reconcile(ctx, r, { kind: "none" }))), warnings: [] };
   const byVm = new Map<string, RunRecord[]>();
   for (const r of runs) {
     const list = byVm.get(r.vm) ?? [];
@@ -249,7 +250,8 @@ export async function listRunViews(ctx: Context, req: ListRequest): Promise<{ vi
   );
   const all = new Map<number, RunObservation>();
   for (const m of results) for (const [k, v] of m) all.set(k, v);
-  const views = runs.map((r) => reconcile(ctx, r, all.get(r.id) ?? { kind: "none" }));
+  const views: RunView[] = [];
+  for (const r of runs) views.push(await reconcile(ctx, r, all.get(r.id) ?? { kind: "none" }));
   for (const v of views) for (const m of v.mismatches) warnings.push(`run ${v.id} ${m.field}: cache=${m.cache ?? "-"} live=${m.live ?? "-"}${v.cache_updated ? " (cache updated)" : ""}`);
   return { views, warnings };
 }

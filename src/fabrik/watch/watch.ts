@@ -104,7 +104,7 @@ async function watchLoop(ctx: Context, a: WatchArgs, runs: RunRecord[], driver: 
       });
       for (const r of active) {
         const obs = observations.get(r.id)!;
-        const view = reconcile(ctx, r, obs);
+        const view = await reconcile(ctx, r, obs);
         const nodes = obs.kind === "live" ? (obs.result.db?.nodes ?? null) : null;
         for (const event of model.refresh(view, nodes, response?.now_ms ?? null, ctx.now())) emit.data({ kind: "event", event });
       }
