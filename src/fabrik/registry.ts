@@ -13,6 +13,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
+import Database from "better-sqlite3";
 import type BetterSqlite3 from "better-sqlite3";
 import { ConfigError } from "../core/errors.js";
 import type { DriverName } from "../vm/driver.js";
@@ -228,7 +229,6 @@ export class Registry {
       // Create with 0600 before SQLite opens it (SQLite would use the umask).
       fs.closeSync(fs.openSync(file, "a", 0o600));
     }
-    const Database = require("better-sqlite3") as typeof BetterSqlite3;
     let db: BetterSqlite3.Database;
     try {
       db = new Database(file, { fileMustExist: true, nativeBinding: sqliteAddon() ?? undefined });
@@ -260,7 +260,6 @@ export class Registry {
 
   /** An empty in-memory registry (for `--no-live` reads before anything was ever written, and tests). */
   static openMemory(): Registry {
-    const Database = require("better-sqlite3") as typeof BetterSqlite3;
     const reg = new Registry(":memory:", new Database(":memory:", { nativeBinding: sqliteAddon() ?? undefined }));
     reg.migrate();
     return reg;

@@ -96,8 +96,23 @@ describe("Registry", () => {
   it("many processes writing and reading at once never fail with SQLITE_BUSY", async () => {
     const file = path.join(dir, "busy.db");
     Registry.open(file).close();
+    // The registry module on its own, bundled for plain node (the test must not depend on `npm run build`); it
+    // lives in the checkout's .cache so that node_modules (better-sqlite3's addon) resolves from it.
+    const bundle = path.resolve(".cache", `test-registry-${process.pid}.mjs`);
+    const { build } = await import("esbuild");
+    await build({
+      entryPoints: [path.resolve("src/fabrik/registry.ts")],
+      outfile: bundle,
+      bundle: true,
+      format: "esm",
+      platform: "node",
+      target: "node20",
+      banner: { js: 'import { createRequire as __r } from "node:module"; const require = __r(import.meta.url);' },
+      external: ["*.node"],
+      logLevel: "error",
+    });
     const script = `
-      const { Registry } = await import(${JSON.stringify(path.resolve("dist/fabrik/registry.js"))});
+      const { Registry } = await import(${JSON.stringify(bundle)});
       const reg = Registry.open(process.argv[1]);
       for (let i = 0; i < 150; i++) {
         if (i % 3 === 0) reg.listRuns({ limit: 20 });
@@ -118,7 +133,12 @@ describe("Registry", () => {
           resolve(code ?? 1);
         });
       });
-    const codes = await Promise.all([runOne(), runOne(), runOne(), runOne()]);
+    let codes: number[];
+    try {
+      codes = await Promise.all([runOne(), runOne(), runOne(), runOne()]);
+    } finally {
+      fs.rmSync(bundle, { force: true });
+    }
     expect(codes).toEqual([0, 0, 0, 0]);
     const reg = Registry.open(file);
     expect(reg.listRuns().length).toBe(400);
