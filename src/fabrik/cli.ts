@@ -16,7 +16,7 @@ import { sanitizeLine } from "../core/sanitize.js";
 import type { Context } from "./context.js";
 import type { ColorMode, Io } from "./io.js";
 import type { DriverName, VmDriver } from "../vm/driver.js";
-import type { CommandResult, CommandSpec, RenderContext, StreamResult, ViewResult } from "./command.js";
+import type { CommandResult, CommandSpec, ListResult, RenderContext, StreamResult, ViewResult } from "./command.js";
 import { VERSION } from "./version.js";
 
 /** Options for {@link main} (tests run commands in-process with their own io/env). */
@@ -210,7 +210,56 @@ function renderContext(io: Io, now: number): RenderContext {
 export async function emitResult(ctx: Context, result: CommandResult): Promise<number> {
   if (result.kind === "exit") return result.exitCode;
   if (result.kind === "view") return emitView(ctx, result);
+  if (result.kind === "list") return emitList(ctx, result);
   return emitStream(ctx, result);
+}
+
+/** Rows are written as they come (never one big string): a JSON array, TSV lines, or an aligned table on a TTY. */
+async function emitList(ctx: Context, r: ListResult): Promise<number> {
+  const io = ctx.io;
+  for (const w of r.warnings ?? []) io.stderr.write(`${io.errColor.yellow("warning:")} ${sanitizeLine(w, 2000)}\n`);
+  const rc = renderContext(io, ctx.now());
+  // Output is gathered in ~64 KiB pieces: one write per piece, not per row.
+  let buf = "";
+  const put = (text: string) => {
+    buf += text;
+    if (buf.length >= 65_536) {
+      io.stdout.write(buf);
+      buf = "";
+    }
+  };
+  const flush = () => {
+    if (buf) io.stdout.write(buf);
+    buf = "";
+  };
+  if (io.json) {
+    // One compact object per line inside the array: valid JSON, and line-oriented for streaming readers.
+    let first = true;
+    put("[");
+    for (const row of r.rows) {
+      put((first ? "\n" : ",\n") + JSON.stringify(row));
+      first = false;
+    }
+    put(first ? "]\n" : "\n]\n");
+    flush();
+    return ExitCode.OK;
+  }
+  if (r.line) {
+    for (const row of r.rows) put(r.line(row) + "\n");
+    flush();
+    return ExitCode.OK;
+  }
+  const { renderTable, tsvLine } = await import("./render/table.js");
+  if (!io.stdoutTty) {
+    put(tsvLine(r.headers));
+    for (const row of r.rows) put(tsvLine(r.cells(row, rc)));
+    flush();
+    return ExitCode.OK;
+  }
+  const rows: string[][] = [];
+  for (const row of r.rows) rows.push(r.cells(row, rc));
+  io.stdout.write(rows.length === 0 ? (r.empty ?? "") : renderTable(r.headers, rows, { tty: true }));
+  return ExitCode.OK;
 }
 
 function emitView(ctx: Context, r: ViewResult): number {

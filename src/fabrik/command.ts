@@ -44,6 +44,23 @@ export interface ViewResult<V = unknown> {
   fail?: FabrikError;
 }
 
+/**
+ * A list of rows, iterated once and never held whole: with `--json` a JSON array written row by row; off a TTY
+ * a TSV table written row by row; on a TTY an aligned table (the rows are gathered to size the columns).
+ */
+export interface ListResult<R = unknown> {
+  kind: "list";
+  rows: Iterable<R>;
+  /** Table columns and the cells of one row (cells must be sanitised). */
+  headers: string[];
+  cells: (row: R, r: RenderContext) => string[];
+  /** `-q`: one line per row instead of the table (text mode only). */
+  line?: (row: R) => string;
+  /** What a TTY shows when there are no rows. */
+  empty?: string;
+  warnings?: string[];
+}
+
 /** One item of a {@link StreamResult}. */
 export type StreamItem<E> =
   /** Data: NDJSON with `--json`, else `renderItem`'s text on stdout (or the TTY screen). */
@@ -76,7 +93,7 @@ export interface StreamResult<E = unknown> {
 }
 
 /** What a handler returns: a view, a stream, or only an exit code (e.g. `vm shell` passing the guest's status). */
-export type CommandResult = ViewResult<any> | StreamResult<any> | { kind: "exit"; exitCode: number }; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type CommandResult = ViewResult<any> | ListResult<any> | StreamResult<any> | { kind: "exit"; exitCode: number }; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 type OptionMap = Record<string, Options>;
 type PositionalMap = Record<string, PositionalOptions>;

@@ -59,6 +59,16 @@ export interface RunRecord {
   imported: number;
 }
 
+/** The columns of a run a listing shows (`runs list`, cache-only views): everything but the input and bookkeeping. */
+export const RUN_LIST_COLUMNS = [
+  "id", "vm", "driver", "label", "control_dir", "workflow_path", "smithers_run_id", "smithers_db_path", "engine_version", "status",
+  "exit_code", "failure_reason", "created_at_ms", "started_at_ms", "finished_at_ms", "last_check_at_ms", "last_check_json",
+  "resume_count", "launcher_pid", "engine_pid",
+] as const satisfies readonly (keyof RunRecord)[];
+
+/** A run as a listing reads it ({@link RUN_LIST_COLUMNS}). */
+export type RunListRecord = Pick<RunRecord, (typeof RUN_LIST_COLUMNS)[number]>;
+
 /** Fields needed to insert a run; everything else defaults to null/0. */
 export type NewRun = Pick<RunRecord, "vm" | "driver" | "control_dir" | "workflow_path" | "smithers_run_id" | "smithers_db_path" | "status"> &
   Partial<Omit<RunRecord, "id" | "updated_at_ms">>;
@@ -382,8 +392,7 @@ export class Registry {
     );
   }
 
-  /** Runs, newest first, filtered. */
-  listRuns(filter: RunFilter = {}): RunRecord[] {
+  private runQuery(filter: RunFilter, columns: string): { sql: string; params: unknown[] } {
     const where: string[] = [];
     const params: unknown[] = [];
     if (filter.vm !== undefined) {
@@ -399,12 +408,37 @@ export class Registry {
       params.push(filter.sinceMs);
     }
     const sql =
-      "SELECT * FROM runs" +
+      `SELECT ${columns} FROM runs` +
       (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
       " ORDER BY created_at_ms DESC, id DESC" +
       (filter.limit !== undefined ? " LIMIT ?" : "");
     if (filter.limit !== undefined) params.push(filter.limit);
+    return { sql, params };
+  }
+
+  /** Runs, newest first, filtered (whole rows, collected: for bounded lists). */
+  listRuns(filter: RunFilter = {}): RunRecord[] {
+    const { sql, params } = this.runQuery(filter, "*");
     return this.read(() => this.db.prepare(sql).all(...params) as RunRecord[]);
+  }
+
+  /**
+   * Runs, newest first, filtered, one at a time and only the columns a listing shows ({@link RUN_LIST_COLUMNS}):
+   * memory stays flat however many rows there are. Rows are read raw (arrays, the fastest way out of SQLite) and
+   * turned into records here. No other registry call may run until the iteration ends (the statement is open).
+   */
+  *iterateRuns(filter: RunFilter = {}): Generator<RunListRecord, void, undefined> {
+    const { sql, params } = this.runQuery(filter, RUN_LIST_COLUMNS.join(", "));
+    try {
+      for (const values of this.db.prepare(sql).raw(true).iterate(...params) as IterableIterator<unknown[]>) {
+        const row = {} as Record<string, unknown>;
+        for (let i = 0; i < RUN_LIST_COLUMNS.length; i++) row[RUN_LIST_COLUMNS[i]!] = values[i];
+        yield row as RunListRecord;
+      }
+    } catch (err) {
+      if (isCorruption(err)) throw registryError(this.file, err);
+      throw err;
+    }
   }
 
   /** Append to a run's history. */

@@ -5,7 +5,7 @@
  */
 import pLimit from "p-limit";
 import type { Context } from "./context.js";
-import type { RunFilter, RunRecord } from "./registry.js";
+import type { RunFilter, RunListRecord, RunRecord } from "./registry.js";
 import type { StatusThresholds } from "./status/facts.js";
 import { cachedRunState, type CheckSummary, type DerivedState } from "./status/cached.js";
 import { NotFoundError, UsageError } from "../core/errors.js";
@@ -155,7 +155,7 @@ function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
 
-function toView(before: RunRecord, after: RunRecord, d: DerivedState, obs: RunObservation, hostNow: number, changes: RunView["cache_changes"]): RunView {
+function toView(before: RunListRecord, after: RunListRecord, d: DerivedState, obs: RunObservation, hostNow: number, changes: RunView["cache_changes"]): RunView {
   const { cache_status: _cs, cache_failure_reason: _cf, ...derived } = d;
   const checkedMs = obs.kind === "live" ? hostNow : before.last_check_at_ms;
   return {
@@ -190,6 +190,11 @@ export function requireRun(ctx: Context, id: number): RunRecord {
   return run;
 }
 
+/** The cache-only view of a listed run (no VM asked, nothing written). */
+export function cachedView(run: RunListRecord, nowMs: number): RunView {
+  return toView(run, run, cachedRunState(run, { kind: "none" }), { kind: "none" }, nowMs, []);
+}
+
 /** `runs show`: one run, live unless `live` is false (then the VM is never touched). */
 export async function showRun(ctx: Context, id: number, opts: { live: boolean; nodes?: boolean }): Promise<{ view: RunView; warnings: string[] }> {
   const run = requireRun(ctx, id);
@@ -218,18 +223,23 @@ export interface ListRequest {
 }
 
 /**
- * `runs list`: the newest runs (filtered), probed live with one round trip per VM, VMs in parallel with a
- * concurrency cap and a per-VM deadline. An unreachable VM gives `unreachable` rows with cached values and
- * one warning; the command still succeeds.
+ * `runs list`: the newest runs (filtered). Live: probed with one round trip per VM, VMs in parallel with a
+ * concurrency cap and a per-VM deadline; an unreachable VM gives `unreachable` rows with cached values and one
+ * warning, and the command still succeeds. `--no-live`: the rows are streamed from the registry one at a time
+ * (only the listed columns, no derivation beyond the cached view), so 100 000 runs list in flat memory.
  */
-export async function listRunViews(ctx: Context, req: ListRequest): Promise<{ views: RunView[]; warnings: string[] }> {
+export async function listRunViews(ctx: Context, req: ListRequest): Promise<{ views: Iterable<RunView>; warnings: string[] }> {
   const { statuses, unknown } = expandStatusFilter(req.statuses ?? []);
   if (unknown !== undefined) {
     throw new UsageError(`unknown status ${JSON.stringify(unknown)}`, `use one of ${[...RUN_STATUSES, ...Object.keys(RUN_STATUS_GROUPS)].join(", ")}`);
   }
   const filter: RunFilter = { vm: req.vm, statuses, limit: req.limit, sinceMs: req.since ? parseSince(req.since, ctx.now()) : undefined };
+  if (!req.live) {
+    const reg = ctx.registry();
+    const now = ctx.now();
+    return { views: (function* () { for (const r of reg.iterateRuns(filter)) yield cachedView(r, now); })(), warnings: [] };
+  }
   const runs = ctx.registry().listRuns(filter);
-  if (!req.live) return { views: await Promise.all(runs.map((r) => reconcile(ctx, r, { kind: "none" }))), warnings: [] };
   const byVm = new Map<string, RunRecord[]>();
   for (const r of runs) {
     const list = byVm.get(r.vm) ?? [];

@@ -1,5 +1,5 @@
 /** `fabrik runs list`: live by default, one round trip per VM; unreachable VMs warn but never fail the command. */
-import { defineCommand, view } from "../command.js";
+import { defineCommand } from "../command.js";
 import { count, vmName } from "../args.js";
 
 export default defineCommand({
@@ -14,8 +14,16 @@ export default defineCommand({
     quiet: { alias: "q", type: "boolean", default: false, describe: "print run ids only" },
   },
   async run(ctx, a) {
-    const [{ listRunViews }, { renderRunList }] = await Promise.all([import("../runs-service.js"), import("../render/run.js")]);
+    const [{ listRunViews }, { RUN_LIST_HEADERS, runListCells, NO_RUNS }] = await Promise.all([import("../runs-service.js"), import("../render/run.js")]);
     const { views, warnings } = await listRunViews(ctx, { vm: a.vm, statuses: a.status?.map(String), limit: a.limit, since: a.since, live: a.live });
-    return view(views, (v, r) => (a.quiet ? v.map((x) => `${x.id}\n`).join("") : renderRunList(v, r)), { warnings });
+    return {
+      kind: "list",
+      rows: views,
+      headers: RUN_LIST_HEADERS,
+      cells: runListCells,
+      ...(a.quiet ? { line: (v: { id: number }) => String(v.id) } : {}),
+      empty: NO_RUNS,
+      warnings,
+    };
   },
 });

@@ -117,25 +117,32 @@ export function renderRunDetail(v: RunView, o: RenderOptions): string {
   return L.join("\n") + "\n";
 }
 
-/** `fabrik runs list` table. */
-export function renderRunList(views: RunView[], o: RenderOptions): string {
-  if (views.length === 0) return o.tty ? "No runs. Start one with `fabrik run --vm NAME --workflow FILE`.\n" : "";
+/** `fabrik runs list` columns. */
+export const RUN_LIST_HEADERS = ["ID", "VM", "STATUS", "CACHE", "PROGRESS", "CURRENT TASK", "HEARTBEAT", "SOURCE", "CHECKED", "CREATED", "NAME"];
+
+/** The cells of one `runs list` row (sanitised). */
+export function runListCells(v: RunView, o: RenderOptions): string[] {
   const c = o.color;
-  return renderTable(
-    ["ID", "VM", "STATUS", "CACHE", "PROGRESS", "CURRENT TASK", "HEARTBEAT", "SOURCE", "CHECKED", "CREATED", "NAME"],
-    views.map((v) => [
-      String(v.id),
-      v.vm,
-      o.tty ? colorStatus(v.effective_status, c) : v.effective_status,
-      v.mismatches.some((m) => m.field === "status") ? `${v.status}${o.tty ? " ⚠" : "!"}` : v.status,
-      formatProgress(v.progress),
-      v.current_task ? sanitizeLine(v.current_task, 40) : "-",
-      v.engine_heartbeat_age_ms === null ? "-" : formatAge(v.engine_heartbeat_age_ms),
-      v.source,
-      v.checked_at_ms === null ? "-" : o.tty ? `${formatAge(o.now - v.checked_at_ms)} ago` : formatTime(v.checked_at_ms),
-      o.tty ? `${formatAge(o.now - Date.parse(v.created_at))} ago` : v.created_at,
-      v.label ? sanitizeLine(v.label, 30) : "-",
-    ]),
-    { tty: o.tty },
-  );
+  return [
+    String(v.id),
+    v.vm,
+    o.tty ? colorStatus(v.effective_status, c) : v.effective_status,
+    v.mismatches.some((m) => m.field === "status") ? `${v.status}${o.tty ? " ⚠" : "!"}` : v.status,
+    formatProgress(v.progress),
+    v.current_task ? sanitizeLine(v.current_task, 40) : "-",
+    v.engine_heartbeat_age_ms === null ? "-" : formatAge(v.engine_heartbeat_age_ms),
+    v.source,
+    v.checked_at_ms === null ? "-" : o.tty ? `${formatAge(o.now - v.checked_at_ms)} ago` : formatTime(v.checked_at_ms),
+    o.tty ? `${formatAge(o.now - Date.parse(v.created_at))} ago` : v.created_at,
+    v.label ? sanitizeLine(v.label, 30) : "-",
+  ];
+}
+
+/** What `runs list` says on a TTY when there is nothing to list. */
+export const NO_RUNS = "No runs. Start one with `fabrik run --vm NAME --workflow FILE`.\n";
+
+/** `fabrik runs list` table, whole (for short lists: `runs import`). */
+export function renderRunList(views: RunView[], o: RenderOptions): string {
+  if (views.length === 0) return o.tty ? NO_RUNS : "";
+  return renderTable(RUN_LIST_HEADERS, views.map((v) => runListCells(v, o)), { tty: o.tty });
 }

@@ -9,10 +9,15 @@ export interface TableOptions {
   tty: boolean;
 }
 
+/** One TSV line (tabs and newlines inside cells become spaces). */
+export function tsvLine(cells: readonly string[]): string {
+  return cells.map((c) => c.replace(/[\t\n]/g, " ")).join("\t") + "\n";
+}
+
 /** Render rows under headers. Cells must already be sanitised strings. */
 export function renderTable(headers: string[], rows: string[][], opts: TableOptions): string {
   if (!opts.tty) {
-    return [headers, ...rows].map((r) => r.map((c) => c.replace(/[\t\n]/g, " ")).join("\t")).join("\n") + "\n";
+    return [headers, ...rows].map(tsvLine).join("");
   }
   const table = new Table({
     head: headers,

@@ -3,7 +3,7 @@
  * (`none`) and an unreachable VM. Kept apart from the live derivation (`derive.ts`) so cache-only commands load
  * none of the decision table, diagnoses or their libraries. Pure.
  */
-import type { RunRecord } from "../registry.js";
+import type { RunListRecord } from "../registry.js";
 import type { RunStatus, CachedRunStatus } from "../../core/status.js";
 import type { Progress } from "./facts.js";
 import type { Diagnosis } from "./diagnoses.js";
@@ -65,7 +65,7 @@ export interface CheckSummary {
 }
 
 /** The state of a run from the cache alone: `none` (`--no-live`) or an unreachable VM (`reason`). */
-export function cachedRunState(cache: RunRecord, obs: { kind: "none" } | { kind: "unreachable"; reason: string }): DerivedState {
+export function cachedRunState(cache: RunListRecord, obs: { kind: "none" } | { kind: "unreachable"; reason: string }): DerivedState {
   const base: DerivedState = {
     effective_status: cache.status,
     reason: "from the cache (not checked live)",
@@ -115,7 +115,7 @@ export function cachedRunState(cache: RunRecord, obs: { kind: "none" } | { kind:
 }
 
 /** The values remembered from the last live check (`last_check_json`), for cache-only and unreachable views. */
-function lastCheckSummary(cache: RunRecord): Partial<DerivedState> {
+function lastCheckSummary(cache: RunListRecord): Partial<DerivedState> {
   if (!cache.last_check_json) return {};
   try {
     const j = JSON.parse(cache.last_check_json) as Partial<CheckSummary> & { vm_status?: unknown };
