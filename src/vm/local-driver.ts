@@ -2,12 +2,14 @@
  * The `local` driver: a "VM" that is a folder on this host — no isolation, same interface and the same
  * in-VM layout as a Lima guest (a guest home with `work/<vm>/.runs/…` and `.fabrik/engines/…`).
  *
- * Layout: `$FABRIK_HOME/local-vms/<name>/vm.json` (state) and `…/<name>/home/` (the guest home).
- * Commands run as host processes with HOME set to the guest home and `FABRIK_LOCAL_VM=<name>` in their
- * environment; `stop` is a power-off: it SIGKILLs every process that carries that tag.
+ * Layout: `$FABRIK_HOME/local-vms/<name>/vm.json` (state, with the VM's random id) and `…/<name>/home/` (the guest
+ * home). Commands run as host processes with HOME set to the guest home and `FABRIK_LOCAL_VM=<name>` plus
+ * `FABRIK_LOCAL_VM_ID=<id>` in their environment; `stop` is a power-off: it SIGKILLs every process that carries
+ * THIS VM's id — never a process of a same-named VM of another FABRIK_HOME (each home gives its VMs their own ids).
  */
 import fs from "node:fs";
 import os from "node:os";
+import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { spawn } from "node:child_process";
 import { z } from "zod";
@@ -18,6 +20,8 @@ import { assertVmName } from "./names.js";
 
 const LocalVmStateSchema = z.object({
   name: z.string(),
+  /** Random id given at create (or at the first start of a VM made before ids existed): the process tag. */
+  id: z.string().regex(/^[0-9a-f-]{36}$/).optional(),
   status: z.enum(["Running", "Stopped"]),
   created_at_ms: z.number(),
   cpus: z.number().optional(),
@@ -27,8 +31,10 @@ const LocalVmStateSchema = z.object({
 });
 type LocalVmState = z.infer<typeof LocalVmStateSchema>;
 
-/** The environment tag that marks a process as belonging to a local VM. */
+/** The environment variable naming the local VM a process belongs to (informative). */
 export const LOCAL_VM_TAG = "FABRIK_LOCAL_VM";
+/** The environment variable carrying the VM's id: what `stop` matches. */
+export const LOCAL_VM_ID_TAG = "FABRIK_LOCAL_VM_ID";
 
 export class LocalDriver implements VmDriver {
   readonly name = "local" as const;
@@ -54,7 +60,7 @@ export class LocalDriver implements VmDriver {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       // An unreadable vm.json: report the VM as stopped rather than hide it (vm list shows it; start rewrites it).
-      return { name, status: "Stopped", created_at_ms: 0, template: null };
+      return { name, status: "Stopped", created_at_ms: 0, template: null, id: undefined };
     }
   }
 
@@ -115,6 +121,7 @@ export class LocalDriver implements VmDriver {
     fs.mkdirSync(this.guestHome(opts.name));
     this.writeState({
       name: opts.name,
+      id: randomUUID(),
       status: "Stopped",
       created_at_ms: Date.now(),
       cpus: opts.cpus,
@@ -132,13 +139,13 @@ export class LocalDriver implements VmDriver {
 
   async start(name: string): Promise<void> {
     const s = this.must(name);
-    if (s.status !== "Running") this.writeState({ ...s, status: "Running" });
+    if (s.status !== "Running" || !s.id) this.writeState({ ...s, id: s.id ?? randomUUID(), status: "Running" });
   }
 
   async stop(name: string, opts: { timeoutMs: number; force?: boolean }): Promise<void> {
     const s = this.must(name);
     if (s.status !== "Running" && !opts.force) throw new VmUnavailableError(name, `VM ${name} is already stopped`);
-    await killTagged(name, opts.timeoutMs);
+    if (s.id) await killTagged(s.id, opts.timeoutMs);
     this.writeState({ ...s, status: "Stopped" });
   }
 
@@ -147,13 +154,14 @@ export class LocalDriver implements VmDriver {
     if (!s) return;
     if (s.status === "Running") {
       if (!opts.force) throw new RefusedError(`VM ${name} is running`, `stop it first (\`fabrik vm stop ${name}\`) or pass --force`);
-      await killTagged(name, opts.timeoutMs);
+      if (s.id) await killTagged(s.id, opts.timeoutMs);
     }
     fs.rmSync(this.dir(name), { recursive: true, force: true });
   }
 
   private env(name: string, extra?: Record<string, string>): Record<string, string> {
     const home = this.guestHome(name);
+    const id = this.readState(name)?.id;
     return {
       ...hostNetworkEnv(process.env),
       HOME: home,
@@ -164,6 +172,7 @@ export class LocalDriver implements VmDriver {
       LANG: process.env.LANG ?? "C.UTF-8",
       TMPDIR: process.env.TMPDIR ?? "/tmp",
       [LOCAL_VM_TAG]: name,
+      ...(id ? { [LOCAL_VM_ID_TAG]: id } : {}),
       ...extra,
     };
   }
@@ -270,9 +279,9 @@ export function hostNetworkEnv(env: NodeJS.ProcessEnv): Record<string, string> {
   return out;
 }
 
-/** Pids of host processes tagged as belonging to local VM `name` (reads /proc/<pid>/environ). */
-export function taggedPids(name: string): number[] {
-  const tag = Buffer.from(`${LOCAL_VM_TAG}=${name}\0`);
+/** Pids of host processes tagged with local VM id `id` (reads /proc/<pid>/environ). */
+export function taggedPids(id: string): number[] {
+  const tag = Buffer.from(`${LOCAL_VM_ID_TAG}=${id}\0`);
   const out: number[] = [];
   let entries: string[];
   try {
@@ -294,10 +303,10 @@ export function taggedPids(name: string): number[] {
   return out;
 }
 
-async function killTagged(name: string, timeoutMs: number): Promise<void> {
+async function killTagged(id: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const pids = taggedPids(name);
+    const pids = taggedPids(id);
     if (pids.length === 0) return;
     for (const pid of pids) {
       try {
