@@ -16,7 +16,7 @@ import { DEFAULTS } from "./config.js";
 import { FabrikError, NotFoundError, RefusedError, RemoteError, UsageError, UserError, VmUnavailableError } from "../core/errors.js";
 import { guestHomeOf } from "./vm-service.js";
 import { ensureEngine, engineDir, requireEngineDialect } from "../vm/engine.js";
-import { CONTROL_FILES, buildLauncherScript, runDbPath, runDirName, smithersRunIdFor, startEngineArgs } from "../vm/launcher.js";
+import { CONTROL_FILES, INPUT_PRELOAD, buildLauncherScript, runDbPath, runDirName, smithersRunIdFor, startEngineArgs } from "../vm/launcher.js";
 import type { RunRecord } from "./registry.js";
 import { assertVmName } from "../vm/names.js";
 
@@ -116,6 +116,8 @@ export function collectWorkflowFiles(workflow: string): { main: string; files: s
  * 74 unpack failed, 76 launcher exited at once, 77 launcher did not start in time.
  */
 export const LAUNCH_SCRIPT = String.raw`set -u
+# The run's files (input, DB, log) are private to the guest user: new dirs 0700, files 0600.
+umask 077
 C="$1"; engine_dir="$2"
 mkdir -p "$(dirname "$C")" || exit 1
 if ! mkdir "$C" 2>/dev/null; then echo "control dir already exists: $C" >&2; exit 73; fi
@@ -124,7 +126,7 @@ tar -x -o -C "$C" -f - || { echo "cannot unpack the control dir" >&2; cleanup; e
 mkdir -p "$C/reports" "$C/.smithers" || { cleanup; exit 74; }
 [ -e "$C/workflow/node_modules" ] || ln -s "$engine_dir/node_modules" "$C/workflow/node_modules"
 [ -e "$C/workflow/bunfig.toml" ] || printf '[install]\nauto = "disable"\n' > "$C/workflow/bunfig.toml"
-chmod 755 "$C/run.sh"
+chmod 700 "$C/run.sh"
 setsid -f bash "$C/run.sh" </dev/null >/dev/null 2>&1
 i=0
 while [ $i -lt 200 ]; do
@@ -218,13 +220,21 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<{ res
       mode: "start",
       banner: [],
     });
-    fs.mkdirSync(path.join(staging, CONTROL_FILES.workflowDir));
-    for (const f of wf.files) fs.copyFileSync(f, path.join(staging, CONTROL_FILES.workflowDir, path.basename(f)));
-    fs.writeFileSync(path.join(staging, CONTROL_FILES.runScript), script, { mode: 0o755 });
-    fs.writeFileSync(path.join(staging, CONTROL_FILES.input), inputJson + "\n");
+    // Modes travel in the archive (tar as root keeps them): dirs 0700, files 0600, run.sh 0700.
+    fs.chmodSync(staging, 0o700);
+    fs.mkdirSync(path.join(staging, CONTROL_FILES.workflowDir), { mode: 0o700 });
+    for (const f of wf.files) {
+      const to = path.join(staging, CONTROL_FILES.workflowDir, path.basename(f));
+      fs.copyFileSync(f, to);
+      fs.chmodSync(to, 0o600);
+    }
+    fs.writeFileSync(path.join(staging, CONTROL_FILES.runScript), script, { mode: 0o700 });
+    fs.writeFileSync(path.join(staging, CONTROL_FILES.input), inputJson + "\n", { mode: 0o600 });
+    fs.writeFileSync(path.join(staging, CONTROL_FILES.inputPreload), INPUT_PRELOAD, { mode: 0o600 });
     fs.writeFileSync(
       path.join(staging, CONTROL_FILES.meta),
       JSON.stringify({ v: 1, host_run_id: row.id, smithers_run_id: row.smithers_run_id, vm: req.vm, engine_version: req.engineVersion, workflow: workflowName, label: req.label ?? null, db_path: row.smithers_db_path, created_at_ms: row.created_at_ms }, null, 2) + "\n",
+      { mode: 0o600 },
     );
     const archive = await tarDirectory(staging);
 

@@ -206,7 +206,8 @@ export function modeForStatus(status: string): { mode: ResumeMode } | { reason: 
 export function engineCommandText(c: EngineCommand): string {
   const parts = ["smithers", c.verb, ...c.args];
   let text = shellJoin(parts);
-  if (c.withInput) text += ` --input "$(cat input.json)"`;
+  if (c.input === "stdin") text += " --input - <input.json";
+  if (c.input === "preload") text += " --input <input.json, through a bun preload>";
   if (c.noPostFailure) text += " --no-post-failure";
   return text;
 }

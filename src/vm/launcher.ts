@@ -22,6 +22,8 @@ export const CONTROL_FILES = {
   exitCode: "exit_code",
   lock: "launcher.lock",
   input: "input.json",
+  /** bun preload that hands input.json to a 0.5 engine (which has no stdin input) without a command line. */
+  inputPreload: "fabrik-input.js",
   workflowDir: "workflow",
   meta: "fabrik-run.json",
 } as const;
@@ -42,12 +44,29 @@ export function runDirName(hostRunId: number, labelOrWorkflow: string): string {
   return `${hostRunId}-${base || "run"}`;
 }
 
-/** The engine command for a fresh start. `inputFile` is read at run time (never interpolated). */
+/**
+ * The engine command for a fresh start. The run's input may hold secrets, so it never reaches a command line
+ * (`/proc/<pid>/cmdline` is readable by every user): 0.32 reads it from stdin (`--input -`, fed from the private
+ * input.json); 0.5 has no such option, so bun preloads {@link INPUT_PRELOAD}, which appends `--input <json>` to the
+ * engine's own `process.argv` inside the process (the kernel's copy of the command line never sees it).
+ */
 export function startEngineArgs(dialect: EngineDialect, workflow: string, smithersRunId: string): EngineCommand {
   return dialect === "modern"
-    ? { verb: "up", args: [workflow, "--run-id", smithersRunId], withInput: true, noPostFailure: true }
-    : { verb: "run", args: [workflow, "--run-id", smithersRunId], withInput: true, noPostFailure: false };
+    ? { verb: "up", args: [workflow, "--run-id", smithersRunId], input: "stdin", noPostFailure: true }
+    : { verb: "run", args: [workflow, "--run-id", smithersRunId], input: "preload", noPostFailure: false };
 }
+
+/**
+ * The bun preload for 0.5 starts (written into the control dir as `fabrik-input.js`): reads the file named by
+ * FABRIK_INPUT_FILE and appends `--input <its text>` to `process.argv` before the engine's CLI parses it.
+ */
+export const INPUT_PRELOAD = `// fabrik: hands the run's input to the engine without a command line (0.5 has no stdin input).
+const file = process.env.FABRIK_INPUT_FILE;
+if (file) {
+  process.argv.push("--input", require("node:fs").readFileSync(file, "utf8").trim());
+  delete process.env.FABRIK_INPUT_FILE;
+}
+`;
 
 /**
  * The engine command that continues run `smithersRunId` in place (smithers-engine.md, "how a run continues"):
@@ -58,19 +77,22 @@ export function resumeEngineArgs(dialect: EngineDialect, workflow: string, smith
   if (dialect === "modern") {
     if (retryNode !== undefined) {
       // retry-task rejects --no-post-failure; SMITHERS_POST_FAILURE=0 (exported by the launcher) covers it.
-      return { verb: "retry-task", args: [workflow, "--run-id", smithersRunId, "--node-id", retryNode], withInput: false, noPostFailure: false };
+      return { verb: "retry-task", args: [workflow, "--run-id", smithersRunId, "--node-id", retryNode], input: "none", noPostFailure: false };
     }
-    return { verb: "up", args: [workflow, "--resume", smithersRunId], withInput: false, noPostFailure: true };
+    return { verb: "up", args: [workflow, "--resume", smithersRunId], input: "none", noPostFailure: true };
   }
-  return { verb: "run", args: [workflow, "--run-id", smithersRunId, "--resume"], withInput: false, noPostFailure: false };
+  return { verb: "run", args: [workflow, "--run-id", smithersRunId, "--resume"], input: "none", noPostFailure: false };
 }
 
-/** An engine invocation: `smithers <verb> <args…> [--input "$(cat input.json)"] [--no-post-failure]`. */
+/** An engine invocation: `smithers <verb> <args…> [--input -] [--no-post-failure]`. */
 export interface EngineCommand {
   verb: "up" | "run" | "retry-task";
   args: string[];
-  /** Append `--input "$(cat input.json)"` (read at run time). */
-  withInput: boolean;
+  /**
+   * How the run's input reaches the engine: `stdin` (`--input -` with input.json on stdin, 0.32), `preload`
+   * (0.5: {@link INPUT_PRELOAD}), or `none` (a resume: the input is in the DB).
+   */
+  input: "stdin" | "preload" | "none";
   /** Append `--no-post-failure` (0.32 `up`). */
   noPostFailure: boolean;
 }
@@ -105,8 +127,14 @@ export interface LauncherInputs {
 export function buildLauncherScript(i: LauncherInputs): string {
   const q = shellQuote;
   const engineArgs = [q(i.engine.verb), ...i.engine.args.map(q)];
-  if (i.engine.withInput) engineArgs.push("--input", '"$(cat "$CONTROL_DIR/input.json")"');
+  if (i.engine.input === "stdin") engineArgs.push("--input", "-");
   if (i.engine.noPostFailure) engineArgs.push("--no-post-failure");
+  const engineLine =
+    i.engine.input === "stdin"
+      ? `"$SMITHERS" ${engineArgs.join(" ")} <"$CONTROL_DIR/input.json" &`
+      : i.engine.input === "preload"
+        ? `FABRIK_INPUT_FILE="$CONTROL_DIR/input.json" "$BUN" --preload "$CONTROL_DIR/${CONTROL_FILES.inputPreload}" "$SMITHERS" ${engineArgs.join(" ")} </dev/null &`
+        : `"$SMITHERS" ${engineArgs.join(" ")} </dev/null &`;
   const banner = i.banner.map((l) => `log ${q(l)}`).join("\n");
   return `#!/usr/bin/env bash
 # fabrik launcher (contract v${LAUNCHER_CONTRACT_VERSION}) — generated by fabrik; do not edit.
@@ -115,6 +143,8 @@ export function buildLauncherScript(i: LauncherInputs): string {
 # Leaves in the control dir: reports/smithers.log (appended), smithers.pid, engine.pid, launcher.pid,
 # heartbeat.json (every ${i.heartbeatIntervalS}s, atomic), exit_code (on every exit path), launcher.lock (flock).
 set -u
+# Everything this run writes (DB, log, pid files, input) is private to the guest user.
+umask 077
 CONTROL_DIR=${q(i.controlDir)}
 HOST_RUN_ID=${i.hostRunId}
 SMITHERS_RUN_ID=${q(i.smithersRunId)}
@@ -227,7 +257,7 @@ if [ ! -f "$WORKFLOW" ]; then
 fi
 
 cd "$(dirname "$WORKFLOW")" || exit 1
-"$SMITHERS" ${engineArgs.join(" ")} </dev/null &
+${engineLine}
 child=$!
 cd "$CONTROL_DIR" || exit 1
 echo "$child" > smithers.pid.tmp && mv smithers.pid.tmp smithers.pid

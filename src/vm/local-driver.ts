@@ -118,7 +118,7 @@ export class LocalDriver implements VmDriver {
       if ((err as NodeJS.ErrnoException).code === "EEXIST") throw new RefusedError(`VM ${opts.name} already exists`, "pick another name or `fabrik vm delete` it first");
       throw err;
     }
-    fs.mkdirSync(this.guestHome(opts.name));
+    fs.mkdirSync(this.guestHome(opts.name), { mode: 0o700 });
     this.writeState({
       name: opts.name,
       id: randomUUID(),

@@ -57,9 +57,14 @@ describe("run.sh generator", () => {
     expect(s).toMatch(/smithers-orchestrator@0\.32\.0/);
     expect(s).toMatch(/^ENGINE_VERSION=0\.32\.0$/m);
   });
-  it("passes the run id, --no-post-failure (0.32) and reads input at run time", () => {
+  it("passes the run id, --no-post-failure (0.32) and the input on stdin, never on a command line", () => {
     const s = buildLauncherScript(base);
-    expect(s).toContain(`"$SMITHERS" up /home/ralph.guest/work/ralph-1/.runs/113-seq/workflow/seq.tsx --run-id fabrik-113 --input "$(cat "$CONTROL_DIR/input.json")" --no-post-failure`);
+    expect(s).toContain(`"$SMITHERS" up /home/ralph.guest/work/ralph-1/.runs/113-seq/workflow/seq.tsx --run-id fabrik-113 --input - --no-post-failure <"$CONTROL_DIR/input.json" &`);
+    expect(s).not.toContain("$(cat");
+    expect(s).toMatch(/^umask 077$/m);
+    const legacy = buildLauncherScript({ ...base, dialect: "legacy", engineVersion: "0.5.0", engine: startEngineArgs("legacy", base.workflowPath, "fabrik-113") });
+    expect(legacy).toContain(`FABRIK_INPUT_FILE="$CONTROL_DIR/input.json" "$BUN" --preload "$CONTROL_DIR/fabrik-input.js" "$SMITHERS" run`);
+    expect(legacy).not.toContain("--input");
     expect(s).toContain("export SMITHERS_DB_PATH=/home/ralph.guest/work/ralph-1/.runs/113-seq/.smithers/run-113.db");
   });
   it("quotes hostile paths so they stay one word", () => {

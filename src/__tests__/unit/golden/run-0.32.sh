@@ -5,6 +5,8 @@
 # Leaves in the control dir: reports/smithers.log (appended), smithers.pid, engine.pid, launcher.pid,
 # heartbeat.json (every 10s, atomic), exit_code (on every exit path), launcher.lock (flock).
 set -u
+# Everything this run writes (DB, log, pid files, input) is private to the guest user.
+umask 077
 CONTROL_DIR=/home/ralph.guest/work/ralph-1/.runs/113-seq
 HOST_RUN_ID=113
 SMITHERS_RUN_ID=fabrik-113
@@ -117,7 +119,7 @@ if [ ! -f "$WORKFLOW" ]; then
 fi
 
 cd "$(dirname "$WORKFLOW")" || exit 1
-"$SMITHERS" up /home/ralph.guest/work/ralph-1/.runs/113-seq/workflow/seq.tsx --run-id fabrik-113 --input "$(cat "$CONTROL_DIR/input.json")" --no-post-failure </dev/null &
+"$SMITHERS" up /home/ralph.guest/work/ralph-1/.runs/113-seq/workflow/seq.tsx --run-id fabrik-113 --input - --no-post-failure <"$CONTROL_DIR/input.json" &
 child=$!
 cd "$CONTROL_DIR" || exit 1
 echo "$child" > smithers.pid.tmp && mv smithers.pid.tmp smithers.pid
