@@ -19,7 +19,7 @@ import type { VmDriver } from "../vm/driver.js";
  * The model `runs show --json` prints and `runs list --json` prints an array of. Times epoch ms unless
  * named `…_at` (ISO-8601 UTC); ages and durations ms; sizes bytes.
  */
-export interface RunView extends Omit<DerivedState, "cache_status" | "cache_failure_reason"> {
+export interface RunView extends Omit<DerivedState, "cache_status" | "cache_failure_reason" | "cache_clear_exit_code"> {
   id: number;
   vm: string;
   driver: string;
@@ -123,6 +123,7 @@ export async function reconcile(ctx: Context, run: RunRecord, obs: RunObservatio
     };
     if (d.cache_status) change("status", d.cache_status);
     if (d.exit_code !== null) change("exit_code", d.exit_code);
+    else if (d.cache_clear_exit_code) change("exit_code", null);
     if (d.cache_failure_reason !== undefined) change("failure_reason", d.cache_failure_reason.slice(0, 2000));
     if (d.db_path && obs.result.db?.exists) change("smithers_db_path", d.db_path);
     if (d.engine_pid !== null && d.engine_alive) change("engine_pid", d.engine_pid);
@@ -156,7 +157,7 @@ function iso(ms: number | null): string | null {
 }
 
 function toView(before: RunListRecord, after: RunListRecord, d: DerivedState, obs: RunObservation, hostNow: number, changes: RunView["cache_changes"]): RunView {
-  const { cache_status: _cs, cache_failure_reason: _cf, ...derived } = d;
+  const { cache_status: _cs, cache_failure_reason: _cf, cache_clear_exit_code: _ce, ...derived } = d;
   const checkedMs = obs.kind === "live" ? hostNow : before.last_check_at_ms;
   return {
     id: before.id,

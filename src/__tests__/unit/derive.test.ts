@@ -348,3 +348,31 @@ describe("docs/status.md", () => {
     for (const code of DIAGNOSIS_CODES) expect(doc, code).toContain(`\`${code}\``);
   });
 });
+
+describe("exit codes", () => {
+  it("an exit_code outside 0..255 is not an exit code (garbage, never cached)", () => {
+    const s = deriveRunState(cache(), live({ exitCode: -1, owner: dead(101), engine: dead(101), child: dead(101), launcher: dead(100) }), NOW, T);
+    expect(s.exit_code).toBeNull();
+    expect(codes(s)).toContain("EXIT_CODE_UNREADABLE");
+    expect(s.mismatches.some((m) => m.field === "exit_code")).toBe(false);
+  });
+  it("a cached exit code whose file is gone, for a run that is active again, is cleared", () => {
+    const s = deriveRunState(cache({ status: "failed", exit_code: 1 }), live({}), NOW, T);
+    expect(s.effective_status).toBe("running");
+    expect(s.cache_clear_exit_code).toBe(true);
+    expect(s.mismatches).toContainEqual({ field: "exit_code", cache: 1, live: null });
+  });
+  it("a finished run keeps its cached exit code when the file is missing", () => {
+    const s = deriveRunState(cache({ status: "done", exit_code: 0 }), live({ status: "finished", inProgress: [], engine: dead(101), launcher: dead(100) }), NOW, T);
+    expect(s.cache_clear_exit_code).toBe(false);
+  });
+});
+
+describe("right after a resume", () => {
+  it("an engine heartbeat cleared by the resume is not read as a stuck engine while the new launcher beats", () => {
+    const obs = live({ heartbeatAgeMs: null, launcherHbAgeMs: 1_000 });
+    const s = deriveRunState(cache(), obs, NOW, T);
+    expect(s.effective_status).toBe("running");
+    expect(codes(s)).not.toContain("ENGINE_STUCK");
+  });
+});

@@ -50,6 +50,8 @@ export interface DerivedState {
   cache_status: CachedRunStatus | undefined;
   /** The failure reason the cache should now hold (undefined: leave it). */
   cache_failure_reason: string | undefined;
+  /** The cached exit code should be cleared (no exit_code file, the run is active again). */
+  cache_clear_exit_code: boolean;
 }
 
 /** The summary a live check stores in the registry (`last_check_json`), shown by cache-only and unreachable views. */
@@ -94,6 +96,7 @@ export function cachedRunState(cache: RunListRecord, obs: { kind: "none" } | { k
     diagnoses: [],
     cache_status: undefined,
     cache_failure_reason: undefined,
+    cache_clear_exit_code: false,
   };
   if (obs.kind === "none") return { ...base, ...lastCheckSummary(cache) };
   return {

@@ -57,5 +57,6 @@ export function deriveRunState(cache: RunRecord, obs: RunObservation, nowMs: num
     diagnoses: [...diagnose(f, v, cache, t), ...r.diagnoses],
     cache_status: r.cacheStatus,
     cache_failure_reason: r.cacheFailureReason,
+    cache_clear_exit_code: r.clearExitCode,
   };
 }

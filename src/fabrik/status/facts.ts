@@ -122,6 +122,9 @@ export function runFacts(r: ProbeRunResult, vmNowMs: number, t: StatusThresholds
   if (c && !c.exists) missing.push("control dir");
   if (c?.heartbeat_error && c.exists) missing.push(`heartbeat.json (${c.heartbeat_error})`);
 
+  // An exit status is 0..255 (what a shell can record); anything else in exit_code is not one.
+  const rawExit = c?.exit_code ?? null;
+  const exitCode = rawExit !== null && rawExit >= 0 && rawExit <= 255 ? rawExit : null;
   const cur: NodeFact | undefined = ok ? db.in_progress[0] : undefined;
   const lf = ok ? db.last_failed : null;
   return {
@@ -141,8 +144,8 @@ export function runFacts(r: ProbeRunResult, vmNowMs: number, t: StatusThresholds
     launcherAlive: alive(c?.launcher),
     launcherPid: c?.launcher?.pid ?? null,
     launcherExited: c?.heartbeat?.phase === "exited",
-    exitCode: c?.exit_code ?? null,
-    exitCodeGarbage: c?.exit_code_garbage ?? false,
+    exitCode,
+    exitCodeGarbage: (c?.exit_code_garbage ?? false) || (rawExit !== null && exitCode === null),
     engineHeartbeatAgeMs,
     engineHeartbeatFresh,
     hasEngineHeartbeat,

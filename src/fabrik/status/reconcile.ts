@@ -30,6 +30,8 @@ export interface Reconciliation {
   cacheStatus: CachedRunStatus | undefined;
   /** The failure reason the cache should now hold (failed/orphaned runs), else undefined. */
   cacheFailureReason: string | undefined;
+  /** The cached exit code no longer stands (the file is gone and the run is active again): clear it. */
+  clearExitCode: boolean;
 }
 
 /** Compare a live verdict with the cached row. Pure. */
@@ -58,11 +60,15 @@ export function reconcileWithCache(cache: CachedRun, f: RunFacts, v: Verdict): R
     }
   }
   if (f.exitCode !== null && f.exitCode !== cache.exit_code) mismatches.push({ field: "exit_code", cache: cache.exit_code, live: f.exitCode });
+  // A cached exit code with no exit_code file in the VM, for a run that is active again (resumed elsewhere, or the
+  // file was removed): the old code is no longer the run's.
+  const clearExitCode = cache.exit_code !== null && f.exitCode === null && !f.exitCodeGarbage && f.controlDirExists === true && isActiveRunStatus(live) && live !== "unknown";
+  if (clearExitCode) mismatches.push({ field: "exit_code", cache: cache.exit_code, live: null });
   let cacheFailureReason: string | undefined;
   if (live === "orphaned") cacheFailureReason = v.reason;
   else if (live === "failed") {
     const lf = f.lastFailed;
     cacheFailureReason = lf ? `${lf.node_id}: ${lf.error ?? "failed"}` : (f.runError ?? v.reason);
   }
-  return { mismatches, diagnoses, cacheStatus, cacheFailureReason };
+  return { mismatches, diagnoses, cacheStatus, cacheFailureReason, clearExitCode };
 }
