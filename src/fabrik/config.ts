@@ -1,35 +1,19 @@
 /**
- * fabrik's configuration: a JSON file validated by zod, overridden by `FABRIK_*` environment variables,
- * overridden by flags (precedence flag > env > file > built-in default).
+ * fabrik's configuration: one table of settings ({@link SETTINGS}), each with its key in the JSON file, its
+ * environment variable and flag (if any), its default and the source of that default. A value comes from, in
+ * order: a flag > the environment (`FABRIK_*`) > the file (`FABRIK_CONFIG`, else `~/.config/fabrik/config.json`)
+ * > the default; {@link resolveConfig} records which, for `fabrik config list --explain`.
+ *
+ * The file is validated with a zod schema built from the same table (zod is loaded only when a file exists).
  */
 import fs from "node:fs";
+import path from "node:path";
 import type { z } from "zod";
-import { ConfigError } from "../core/errors.js";
+import { ConfigError, UsageError } from "../core/errors.js";
 import { DRIVER_NAMES, type DriverName } from "../vm/driver.js";
 
-/** Built-in defaults, each with the source of its value. */
+/** Built-in values that are not settings (deadlines of fixed operations). */
 export const DEFAULTS = {
-  /** Driver for `vm create` when none is given. */
-  driver: "lima" as DriverName,
-  /** Engine version for new runs (smithers-engine.md: 0.32.0 is current). */
-  engineVersion: "0.32.0",
-  /** Deadline for one probe round trip to one VM, ms (issue: per-VM deadline, default 5 s). */
-  probeTimeoutMs: 5_000,
-  /**
-   * VMs probed at once by `runs list` (one session per VM, so Lima's per-VM MaxSessions of 10 is not the
-   * limit; host CPU is: `npm run bench` measured 10 VMs at cap 8 in two waves vs one at cap 10+).
-   */
-  probeConcurrency: 16,
-  /** Engine rule: a `running` run whose last sign of life is older than this is stale/orphaned (RUN_HEARTBEAT_STALE_MS = 30 s). */
-  engineHeartbeatStaleMs: 30_000,
-  /** The launcher rewrites heartbeat.json every 10 s; three missed beats = stale. */
-  launcherHeartbeatStaleMs: 30_000,
-  /** The launcher's heartbeat.json period, seconds. */
-  launcherHeartbeatIntervalS: 10,
-  /** Guide Issue 2: a DB above 100 MB is a sign of oversized transcripts. */
-  dbSizeWarnBytes: 100 * 1024 * 1024,
-  /** Guide: the engine's truncation fix caps responseText/errorJson at 100 KB; larger rows are oversized. */
-  rowSizeWarnBytes: 100 * 1024,
   /** Deadline for short remote commands (mkdir, write a file), ms. */
   remoteTimeoutMs: 30_000,
   /** Deadline for installing an engine into a VM, ms (a cold bun install downloads ~700 MB of packages). */
@@ -38,43 +22,7 @@ export const DEFAULTS = {
 
 export type { DriverName };
 
-function configFileSchema(z: typeof import("zod").z) {
-  return z
-  .object({
-    driver: z.enum(DRIVER_NAMES).optional(),
-    engine: z
-      .object({
-        version: z.string().min(1).optional(),
-        /** A folder visible inside VMs used as bun/npm download cache for engine installs. */
-        cache_dir: z.string().min(1).optional(),
-      })
-      .strict()
-      .optional(),
-    probe: z
-      .object({
-        timeout_ms: z.number().int().positive().optional(),
-        concurrency: z.number().int().positive().max(64).optional(),
-      })
-      .strict()
-      .optional(),
-    thresholds: z
-      .object({
-        engine_heartbeat_stale_ms: z.number().int().positive().optional(),
-        launcher_heartbeat_stale_ms: z.number().int().positive().optional(),
-        db_size_warn_bytes: z.number().int().positive().optional(),
-        row_size_warn_bytes: z.number().int().positive().optional(),
-      })
-      .strict()
-      .optional(),
-    launcher: z.object({ heartbeat_interval_s: z.number().int().min(1).max(3600).optional() }).strict().optional(),
-    lima: z.object({ limactl: z.string().min(1).optional() }).strict().optional(),
-  })
-  .strict();
-}
-
-export type ConfigFile = z.infer<ReturnType<typeof configFileSchema>>;
-
-/** The effective configuration every command reads. */
+/** The effective configuration every command reads. Durations in ms unless named `…S`; sizes in bytes. */
 export interface Config {
   driver: DriverName;
   engineVersion: string;
@@ -86,14 +34,115 @@ export interface Config {
   launcherHeartbeatIntervalS: number;
   dbSizeWarnBytes: number;
   rowSizeWarnBytes: number;
+  taskRunningLongMs: number;
+  vmIdleMs: number;
   limactl: string;
-  /** Where the values came from, for `fabrik config` style debugging. */
+  /** The config file these values were read from (it may not exist). */
   file: string;
+  /** Where each setting's value came from, by key. */
+  sources: Record<SettingKey, SettingSource>;
+}
+
+/** Where a value came from. */
+export interface SettingSource {
+  source: "flag" | "env" | "file" | "default";
+  /** `--engine`, `FABRIK_ENGINE=…`, the file's path, or "built-in". */
+  detail: string;
+}
+
+type Kind = { type: "int"; min: number; max?: number } | { type: "string" } | { type: "enum"; values: readonly string[] };
+
+/** One setting. */
+export interface Setting {
+  /** Dotted key: the path in the JSON file (`probe.timeout_ms`). */
+  key: string;
+  field: keyof Omit<Config, "file" | "sources">;
+  kind: Kind;
+  /** The built-in value (undefined: unset by default). */
+  default: string | number | undefined;
+  env?: string;
+  flag?: "driver" | "engine";
+  /** What it does, with its unit and the source of the default. */
+  describe: string;
+}
+
+/** Every setting fabrik has, once. */
+export const SETTINGS = [
+  { key: "driver", field: "driver", kind: { type: "enum", values: DRIVER_NAMES }, default: "lima", env: "FABRIK_DRIVER", flag: "driver", describe: "driver for `vm create` when none is given" },
+  { key: "engine.version", field: "engineVersion", kind: { type: "string" }, default: "0.32.0", env: "FABRIK_ENGINE", flag: "engine", describe: "engine version for new runs (smithers-engine.md: 0.32.0 is current)" },
+  { key: "engine.cache_dir", field: "engineCacheDir", kind: { type: "string" }, default: undefined, env: "FABRIK_ENGINE_CACHE_DIR", describe: "a folder visible inside VMs used as the bun/npm download cache of engine installs" },
+  { key: "probe.timeout_ms", field: "probeTimeoutMs", kind: { type: "int", min: 1 }, default: 5_000, env: "FABRIK_PROBE_TIMEOUT_MS", describe: "deadline of one probe round trip to one VM, ms" },
+  {
+    key: "probe.concurrency",
+    field: "probeConcurrency",
+    kind: { type: "int", min: 1, max: 64 },
+    default: 16,
+    env: "FABRIK_PROBE_CONCURRENCY",
+    describe: "VMs probed at once by `runs list` (one session per VM; host CPU is the limit: `npm run bench`)",
+  },
+  {
+    key: "thresholds.engine_heartbeat_stale_ms",
+    field: "engineHeartbeatStaleMs",
+    kind: { type: "int", min: 1 },
+    default: 30_000,
+    describe: "a running run whose engine heartbeat is older than this is stale/orphaned, ms (engine rule RUN_HEARTBEAT_STALE_MS)",
+  },
+  { key: "thresholds.launcher_heartbeat_stale_ms", field: "launcherHeartbeatStaleMs", kind: { type: "int", min: 1 }, default: 30_000, describe: "heartbeat.json older than this is stale, ms (three missed 10 s beats)" },
+  { key: "thresholds.db_size_warn_bytes", field: "dbSizeWarnBytes", kind: { type: "int", min: 1 }, default: 100 * 1024 * 1024, describe: "a run DB (+ WAL) over this many bytes is diagnosed DB_TOO_LARGE (guide Issue 2: 100 MB)" },
+  {
+    key: "thresholds.row_size_warn_bytes",
+    field: "rowSizeWarnBytes",
+    kind: { type: "int", min: 1 },
+    default: 100 * 1024,
+    describe: "a response_text/error_json value over this many bytes is oversized (the engine's truncation fix: 100 KB)",
+  },
+  { key: "thresholds.task_running_long_ms", field: "taskRunningLongMs", kind: { type: "int", min: 1 }, default: 2 * 3_600_000, describe: "an attempt in progress longer than this is diagnosed TASK_RUNNING_LONG, ms (2 h)" },
+  { key: "thresholds.vm_idle_ms", field: "vmIdleMs", kind: { type: "int", min: 1 }, default: 3_600_000, describe: "a running VM with no active run for longer than this is flagged idle, ms (1 h)" },
+  { key: "launcher.heartbeat_interval_s", field: "launcherHeartbeatIntervalS", kind: { type: "int", min: 1, max: 3600 }, default: 10, describe: "how often run.sh rewrites heartbeat.json, seconds" },
+  { key: "lima.limactl", field: "limactl", kind: { type: "string" }, default: "limactl", env: "FABRIK_LIMACTL", describe: "the limactl command or path" },
+] as const satisfies readonly Setting[];
+
+export type SettingKey = (typeof SETTINGS)[number]["key"];
+
+/** The setting called `key`, or a usage error listing the keys. */
+export function settingOf(key: string): Setting {
+  const s = (SETTINGS as readonly Setting[]).find((x) => x.key === key);
+  if (!s) throw new UsageError(`unknown setting ${JSON.stringify(key)}`, `settings: ${SETTINGS.map((x) => x.key).join(", ")}`);
+  return s;
+}
+
+/** The zod schema of the config file, built from {@link SETTINGS} (nested objects, strict: unknown keys are errors). */
+function configFileSchema(zod: typeof import("zod").z): z.ZodType<ConfigFile> {
+  const leaf = (k: Kind) =>
+    k.type === "int"
+      ? (k.max !== undefined ? zod.number().int().min(k.min).max(k.max) : zod.number().int().min(k.min)).optional()
+      : k.type === "enum"
+        ? zod.enum(k.values as [string, ...string[]]).optional()
+        : zod.string().min(1).optional();
+  const tree: Record<string, unknown> = {};
+  for (const s of SETTINGS as readonly Setting[]) {
+    const parts = s.key.split(".");
+    let node = tree;
+    for (const p of parts.slice(0, -1)) node = (node[p] ??= {}) as Record<string, unknown>;
+    node[parts.at(-1)!] = leaf(s.kind);
+  }
+  const build = (node: Record<string, unknown>): z.ZodTypeAny =>
+    zod.object(Object.fromEntries(Object.entries(node).map(([k, v]) => [k, v instanceof zod.ZodType ? v : build(v as Record<string, unknown>).optional()]))).strict();
+  return build(tree) as unknown as z.ZodType<ConfigFile>;
+}
+
+/** The config file's content: nested objects of setting values. */
+export type ConfigFile = { [k: string]: string | number | ConfigFile | undefined };
+
+function getPath(obj: ConfigFile, key: string): string | number | undefined {
+  let node: unknown = obj;
+  for (const p of key.split(".")) node = node && typeof node === "object" ? (node as Record<string, unknown>)[p] : undefined;
+  return typeof node === "string" || typeof node === "number" ? node : undefined;
 }
 
 /**
  * Read and validate the config file; a missing file is an empty config (and zod is not even loaded).
- * Throws {@link ConfigError}.
+ * Throws {@link ConfigError} naming the file and the bad key.
  */
 export async function readConfigFile(file: string): Promise<ConfigFile> {
   let text: string;
@@ -109,22 +158,32 @@ export async function readConfigFile(file: string): Promise<ConfigFile> {
   } catch (err) {
     throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`, "fix or remove the file");
   }
-  const { z } = await import("zod");
-  const parsed = configFileSchema(z).safeParse(data);
+  return validateConfigFile(file, data);
+}
+
+async function validateConfigFile(file: string, data: unknown): Promise<ConfigFile> {
+  const { z: zod } = await import("zod");
+  const parsed = configFileSchema(zod).safeParse(data);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const where = issue?.path.join(".") || "(top level)";
-    throw new ConfigError(`config file ${file} is invalid at ${where}: ${issue?.message}`, "fix or remove the file");
+    throw new ConfigError(`config file ${file} is invalid at ${where}: ${issue?.message}`, "fix or remove the file; see `fabrik config list --explain`");
   }
   return parsed.data;
 }
 
-function envInt(env: NodeJS.ProcessEnv, name: string): number | undefined {
-  const v = env[name];
-  if (v === undefined || v === "") return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`environment variable ${name}=${JSON.stringify(v)} is not a positive integer`, `unset it or give a number`);
-  return n;
+/** A value typed by a user (env, `config set`) for a setting: validated against its kind. Throws `fail(message)`. */
+function parseValue(s: Setting, raw: string, fail: (message: string) => never): string | number {
+  if (s.kind.type === "int") {
+    const n = Number(raw);
+    if (!/^(0|[1-9][0-9]*)$/.test(raw) || !Number.isSafeInteger(n) || n < s.kind.min || (s.kind.max !== undefined && n > s.kind.max)) {
+      fail(`${s.key} must be a whole number${s.kind.max !== undefined ? ` from ${s.kind.min} to ${s.kind.max}` : ` ≥ ${s.kind.min}`}, got ${JSON.stringify(raw)}`);
+    }
+    return n;
+  }
+  if (s.kind.type === "enum" && !s.kind.values.includes(raw)) fail(`${s.key} must be one of ${s.kind.values.join(", ")}, got ${JSON.stringify(raw)}`);
+  if (raw === "") fail(`${s.key} must not be empty`);
+  return raw;
 }
 
 /** Flags that override the config (undefined = not given). */
@@ -134,28 +193,91 @@ export interface ConfigFlags {
 }
 
 /**
- * Merge file, environment and flags (flag > env > file > default).
- * Env: FABRIK_DRIVER, FABRIK_ENGINE, FABRIK_ENGINE_CACHE_DIR, FABRIK_PROBE_TIMEOUT_MS,
- * FABRIK_PROBE_CONCURRENCY, FABRIK_LIMACTL. Throws {@link ConfigError} on invalid values.
+ * Merge file, environment and flags (flag > env > file > default), recording each value's source.
+ * Throws {@link ConfigError} on an invalid file or environment value.
  */
 export async function resolveConfig(file: string, env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): Promise<Config> {
   const cf = await readConfigFile(file);
-  const envDriver = env.FABRIK_DRIVER;
-  if (envDriver !== undefined && envDriver !== "" && envDriver !== "lima" && envDriver !== "local") {
-    throw new ConfigError(`FABRIK_DRIVER=${JSON.stringify(envDriver)} is not a driver`, "use lima or local");
+  const out: Record<string, unknown> = { file, sources: {} };
+  const sources = out.sources as Record<string, SettingSource>;
+  for (const s of SETTINGS as readonly Setting[]) {
+    const flag = s.flag ? flags[s.flag] : undefined;
+    const envRaw = s.env ? env[s.env] : undefined;
+    let value: string | number | undefined;
+    if (flag !== undefined) {
+      value = flag;
+      sources[s.key] = { source: "flag", detail: `--${s.flag}` };
+    } else if (envRaw !== undefined && envRaw !== "") {
+      value = parseValue(s, envRaw, (m) => {
+        throw new ConfigError(`environment variable ${s.env}=${JSON.stringify(envRaw)} is invalid: ${m}`, `unset it or fix it`);
+      });
+      sources[s.key] = { source: "env", detail: s.env! };
+    } else if (getPath(cf, s.key) !== undefined) {
+      value = getPath(cf, s.key);
+      sources[s.key] = { source: "file", detail: file };
+    } else {
+      value = s.default;
+      sources[s.key] = { source: "default", detail: "built-in" };
+    }
+    out[s.field] = value;
   }
-  return {
-    driver: flags.driver ?? ((envDriver || undefined) as DriverName | undefined) ?? cf.driver ?? DEFAULTS.driver,
-    engineVersion: flags.engine ?? (env.FABRIK_ENGINE || undefined) ?? cf.engine?.version ?? DEFAULTS.engineVersion,
-    engineCacheDir: (env.FABRIK_ENGINE_CACHE_DIR || undefined) ?? cf.engine?.cache_dir,
-    probeTimeoutMs: envInt(env, "FABRIK_PROBE_TIMEOUT_MS") ?? cf.probe?.timeout_ms ?? DEFAULTS.probeTimeoutMs,
-    probeConcurrency: envInt(env, "FABRIK_PROBE_CONCURRENCY") ?? cf.probe?.concurrency ?? DEFAULTS.probeConcurrency,
-    engineHeartbeatStaleMs: cf.thresholds?.engine_heartbeat_stale_ms ?? DEFAULTS.engineHeartbeatStaleMs,
-    launcherHeartbeatStaleMs: cf.thresholds?.launcher_heartbeat_stale_ms ?? DEFAULTS.launcherHeartbeatStaleMs,
-    launcherHeartbeatIntervalS: cf.launcher?.heartbeat_interval_s ?? DEFAULTS.launcherHeartbeatIntervalS,
-    dbSizeWarnBytes: cf.thresholds?.db_size_warn_bytes ?? DEFAULTS.dbSizeWarnBytes,
-    rowSizeWarnBytes: cf.thresholds?.row_size_warn_bytes ?? DEFAULTS.rowSizeWarnBytes,
-    limactl: (env.FABRIK_LIMACTL || undefined) ?? cf.lima?.limactl ?? "limactl",
-    file,
+  return out as unknown as Config;
+}
+
+/** One row of `fabrik config list`. */
+export interface SettingView {
+  key: string;
+  value: string | number | null;
+  source: SettingSource["source"];
+  /** The env variable's name, the file, or `built-in`. */
+  source_detail: string;
+  default: string | number | null;
+  env: string | null;
+  describe: string;
+}
+
+/** Every setting with its value and source. */
+export function settingViews(c: Config): SettingView[] {
+  return (SETTINGS as readonly Setting[]).map((s) => ({
+    key: s.key,
+    value: (c[s.field] as string | number | undefined) ?? null,
+    source: c.sources[s.key as SettingKey].source,
+    source_detail: c.sources[s.key as SettingKey].detail,
+    default: s.default ?? null,
+    env: s.env ?? null,
+    describe: s.describe,
+  }));
+}
+
+/**
+ * `config set KEY VALUE` (or unset with `value` undefined): validate with the same schema, then write the file
+ * atomically (a temporary file in the same folder, mode 0600, renamed over it). Returns the new file content.
+ * Throws UsageError for an unknown key or a bad value; ConfigError when the existing file is invalid or unwritable.
+ */
+export async function writeSetting(file: string, key: string, value: string | undefined): Promise<ConfigFile> {
+  const s = settingOf(key);
+  const parsed = value === undefined ? undefined : parseValue(s, value, (m) => {
+    throw new UsageError(m, `see \`fabrik config list --explain\``);
+  });
+  const current = structuredClone(await readConfigFile(file));
+  const parts = s.key.split(".");
+  let node: ConfigFile = current;
+  for (const p of parts.slice(0, -1)) node = (node[p] && typeof node[p] === "object" ? node[p] : (node[p] = {})) as ConfigFile;
+  if (parsed === undefined) delete node[parts.at(-1)!];
+  else node[parts.at(-1)!] = parsed;
+  // Drop objects left empty by an unset.
+  const prune = (o: ConfigFile): void => {
+    for (const [k, v] of Object.entries(o)) if (v && typeof v === "object") (prune(v), Object.keys(v).length === 0 && delete o[k]);
   };
+  prune(current);
+  await validateConfigFile(file, current);
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    const tmp = `${file}.tmp-${process.pid}`;
+    fs.writeFileSync(tmp, JSON.stringify(current, null, 2) + "\n", { mode: 0o600 });
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    throw new ConfigError(`cannot write config file ${file}: ${(err as Error).message}`, "check the folder's permissions", { cause: err });
+  }
+  return current;
 }

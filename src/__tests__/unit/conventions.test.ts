@@ -129,3 +129,29 @@ describe("version", () => {
     expect(VERSION).toBe(pkg.version);
   });
 });
+
+describe("config sources and config set", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-cfg-"));
+  const file = path.join(dir, "c", "config.json");
+  it("names env, file and default for each setting", async () => {
+    const { writeSetting, settingViews } = await import("../../fabrik/config.js");
+    await writeSetting(file, "probe.concurrency", "8");
+    const c = await resolveConfig(file, { FABRIK_ENGINE: "0.5.0" }, { driver: "local" });
+    const by = Object.fromEntries(settingViews(c).map((s) => [s.key, s]));
+    expect(by["engine.version"]).toMatchObject({ value: "0.5.0", source: "env", source_detail: "FABRIK_ENGINE" });
+    expect(by["probe.concurrency"]).toMatchObject({ value: 8, source: "file", source_detail: file });
+    expect(by["probe.timeout_ms"]).toMatchObject({ value: 5000, source: "default" });
+    expect(by["driver"]).toMatchObject({ value: "local", source: "flag" });
+  });
+  it("set validates with the same schema, writes 0600 atomically, and unset removes the key", async () => {
+    const { writeSetting } = await import("../../fabrik/config.js");
+    await expect(writeSetting(file, "probe.concurrency", "0")).rejects.toThrow(UsageError);
+    await expect(writeSetting(file, "nope.key", "1")).rejects.toThrow(UsageError);
+    expect(JSON.parse(fs.readFileSync(file, "utf8"))).toEqual({ probe: { concurrency: 8 } });
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    await writeSetting(file, "probe.concurrency", undefined);
+    expect(JSON.parse(fs.readFileSync(file, "utf8"))).toEqual({});
+    expect(fs.readdirSync(path.dirname(file))).toEqual(["config.json"]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});

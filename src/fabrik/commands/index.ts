@@ -16,9 +16,14 @@ import runsList from "./runs-list.js";
 import runsShow from "./runs-show.js";
 import runsWatch from "./runs-watch.js";
 import runsImport from "./runs-import.js";
+import configList from "./config-list.js";
+import configGet from "./config-get.js";
+import configSet from "./config-set.js";
+import configUnset from "./config-unset.js";
 
 export const COMMAND_TREE: readonly CommandGroup[] = [
   { command: "vm", describe: "manage the VMs runs execute in", commands: [vmCreate, vmList, vmStart, vmStop, vmDelete, vmShell] },
   { command: "run", describe: "start a workflow run in a VM (and: run attach, run resume)", commands: [runStart, runAttach, runResume] },
   { command: "runs", describe: "inspect runs: list, show, watch, import", commands: [runsList, runsShow, runsWatch, runsImport] },
+  { command: "config", describe: "fabrik's settings: list, get, set, unset (with where each value came from)", commands: [configList, configGet, configSet, configUnset] },
 ];
