@@ -14,6 +14,7 @@ import type { RunObservation as Observation } from "../../vm/probe.js";
 import { renderResumePlan } from "../../fabrik/render/resume.js";
 import type { DbFacts, NodeFact, PidFact, ProbeRunResult } from "../../vm/probe-schema.js";
 import { RESUME_EXIT_LOCKED, RESUME_EXIT_NO_BUN, RESUME_WRAPPER, loadGuestResume, requestFor } from "../../fabrik/resume-service.js";
+import { engineHeartbeatCheck, modeForStatus } from "../../core/resume-rules.js";
 import { REPO_ROOT } from "../helpers/fixtures.js";
 
 const NOW = 1_800_000_000_000;
@@ -294,10 +295,14 @@ describe("planResume: refusal rules", () => {
     { name: "zombie engine, --force", f: { owner: null, engine: zombie, child: null }, force: true, code: "PROCESS_ALIVE" },
     { name: "fresh heartbeat", f: { heartbeatAgeMs: 5_000 }, code: "HEARTBEAT_FRESH" },
     { name: "fresh heartbeat, --force", f: { heartbeatAgeMs: 5_000 }, force: true, code: null },
-    { name: "heartbeat exactly at the limit is stale", f: { heartbeatAgeMs: 30_000 }, code: null },
+    // Inclusive boundary (src/core/liveness.ts): an age equal to the threshold is still fresh.
+    { name: "heartbeat exactly at the limit is still fresh", f: { heartbeatAgeMs: 30_000 }, code: "HEARTBEAT_FRESH" },
+    { name: "heartbeat 1 ms past the limit is stale", f: { heartbeatAgeMs: 30_001 }, code: null },
     { name: "finished run", f: { status: "finished", nodes: nodeList(SIX, SIX.map(() => "finished")) }, code: "RUN_FINISHED" },
     { name: "finished run, --force", f: { status: "finished" }, force: true, code: "RUN_FINISHED" },
     { name: "waiting run", f: { status: "waiting-approval" }, code: "RUN_NOT_RESUMABLE" },
+    { name: "paused run", f: { status: "paused" }, code: "RUN_NOT_RESUMABLE" },
+    { name: "continued run (continued as a new run)", f: { status: "continued" }, code: "RUN_NOT_RESUMABLE" },
     { name: "missing DB", f: { dbExists: false }, code: "DB_MISSING" },
     { name: "corrupt DB", f: { dbError: "not a database" }, code: "DB_UNREADABLE" },
     { name: "unknown schema", f: { schema: "unknown" }, code: "DB_UNKNOWN_SCHEMA" },
@@ -366,6 +371,27 @@ describe("withVmChecks and rendering", () => {
     const refused = renderResumePlan(plan({ launcher: pid(100, true) }), { tty: true, showScript: false });
     expect(refused).toContain("REFUSED");
     expect(refused).toContain("✗ launcher-dead");
+  });
+});
+
+describe("one set of resume rules (src/core/resume-rules.ts) for the planner and the VM", () => {
+  it("the heartbeat boundary: age == threshold is fresh for the planner and for the rule the VM calls", () => {
+    for (const threshold of [30_000, 2_000, 600_000]) {
+      const at = planResume({ ...input({ heartbeatAgeMs: threshold }), thresholds: { engineHeartbeatStaleMs: threshold } });
+      const rule = engineHeartbeatCheck({ heartbeat_at_ms: NOW - threshold, started_at_ms: NOW - 3_600_000 }, NOW, threshold, false);
+      expect(rule.fresh).toBe(true);
+      expect(at.reasons.find((r) => r.code === "HEARTBEAT_FRESH")).toEqual(rule.reason);
+      const past = planResume({ ...input({ heartbeatAgeMs: threshold + 1 }), thresholds: { engineHeartbeatStaleMs: threshold } });
+      expect(engineHeartbeatCheck({ heartbeat_at_ms: NOW - threshold - 1, started_at_ms: null }, NOW, threshold, false).fresh).toBe(false);
+      expect(past.allowed, JSON.stringify(past.reasons)).toBe(true);
+    }
+    // The hint formats the configured threshold, never a literal 30 s.
+    expect(engineHeartbeatCheck({ heartbeat_at_ms: NOW, started_at_ms: null }, NOW, 2_000, false).reason?.hint).toContain("older than 2s");
+  });
+
+  it("status -> mode: `continued` and waiting runs are refused the same way everywhere", () => {
+    expect(modeForStatus("continued")).toEqual({ reason: expect.objectContaining({ code: "RUN_NOT_RESUMABLE", message: "the run was continued as a new run (status continued)" }) });
+    expect(plan({ status: "continued" }).reasons[0]).toEqual((modeForStatus("continued") as { reason: unknown }).reason);
   });
 });
 
