@@ -23,7 +23,7 @@ import { sanitizeText } from "../core/sanitize.js";
 import { CONTROL_FILES } from "../vm/launcher.js";
 import type { ProbeRequest, ProbeRunResult } from "../vm/probe-schema.js";
 import { openVmSession, type FileFollower, type VmSession } from "../vm/session.js";
-import { ProbeError } from "../vm/probe.js";
+import { NoBunError, ProbeError } from "../vm/probe.js";
 
 /** The `fabrik run attach` options (flags `--id`, `--tail`, `--follow/--no-follow`, `--exit-status`). */
 export interface AttachOptions {
@@ -267,7 +267,7 @@ export async function attachRun(ctx: Context, o: AttachOptions): Promise<number>
         warned.add(msg);
         notice(`cannot check whether run ${rec.id} has ended: ${msg}; still following`);
       }
-      if (err instanceof ProbeError || err instanceof VmUnavailableError) return undefined;
+      if (err instanceof ProbeError || err instanceof NoBunError || err instanceof VmUnavailableError) return undefined;
       throw err;
     }
   };

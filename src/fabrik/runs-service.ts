@@ -39,7 +39,7 @@ export interface RunView extends Omit<DerivedState, "cache_status" | "cache_fail
   cache_changes: { field: string; from: string | number | null; to: string | number | null }[];
   resume_count: number;
   failure_reason: string | null;
-  /** The probe's tool in the VM (`bun`, `python3`), when live. */
+  /** The probe's tool in the VM (`bun`), when live. */
   probe_tool: string | null;
   /** Why the VM could not be asked, when unreachable. */
   unreachable_reason: string | null;
