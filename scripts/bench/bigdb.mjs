@@ -6,7 +6,7 @@
  * engine's bun). It lives in `.cache/bench/big-1g.db` and is reused while its stamp matches.
  *
  * Measured (page cache warm for both, after one untimed run of each):
- * - fabrik: `bun guest/probe.js` with the request on stdin (process start included), as the VM runs it;
+ * - fabrik: `bun dist/guest/probe.js` with the request on stdin (process start included), as the VM runs it;
  * - baseline: python3 (stdlib sqlite3, SQLite 3.40: no octet_length) doing
  *   `SELECT max(length(response_text)) FROM _smithers_attempts WHERE run_id = ?`, which reads every value.
  */
@@ -96,7 +96,7 @@ export async function benchBigDb(big, fx, { probeReps = 7, naiveReps = 3, log } 
     discover_roots: [],
     error_chars: 500,
   });
-  const probeJs = path.join(REPO, "guest/probe.js");
+  const probeJs = path.join(REPO, "dist/guest/probe.js"); // `npm run bench` builds it
   const probeOnce = async (cmd, script) => {
     dropEmptyWal(big.db);
     const r = await runOk(cmd, [script], { input: req + "\n", timeoutMs: 120_000 });
@@ -117,13 +117,6 @@ export async function benchBigDb(big, fx, { probeReps = 7, naiveReps = 3, log } 
   for (let i = 0; i < probeReps; i++) probeMs.push((await probeOnce(fx.bun, probeJs)).ms);
   const naive = [];
   for (let i = 0; i < naiveReps; i++) naive.push(await naiveOnce());
-  // For information: the python3 fallback probe (no octet_length in SQLite 3.40: it leaves the sizes null).
-  const fallbackMs = [];
-  let fallback;
-  for (let i = 0; i < 3; i++) {
-    fallback = await probeOnce("python3", path.join(REPO, "guest/probe.py"));
-    fallbackMs.push(fallback.ms);
-  }
   log?.(
     `probe ${median(probeMs).toFixed(1)} ms (max_response_text_bytes ${first.d.max_response_text_bytes}), ` +
       `naive ${median(naive.map((n) => n.ms)).toFixed(0)} ms (max length ${naive[0].max})`,
@@ -131,8 +124,6 @@ export async function benchBigDb(big, fx, { probeReps = 7, naiveReps = 3, log } 
   return {
     probeMs,
     naiveMs: naive.map((n) => n.ms),
-    fallbackMs,
-    fallbackMax: fallback.d.max_response_text_bytes,
     probeMax: first.d.max_response_text_bytes,
     oversized: first.d.oversized_values,
     naiveMax: naive[0].max,

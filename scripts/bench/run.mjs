@@ -279,15 +279,13 @@ async function bench3(fx) {
   const r = await benchBigDb(big, fx, { log });
   const pMs = median(r.probeMs);
   const nMs = median(r.naiveMs);
-  const fMs = median(r.fallbackMs);
   out(
     table(
       ["", "wall (median)", "runs", "largest response_text"],
       [
-        ["bun guest/probe.js (octet_length)", fmtMs(pMs), r.probeMs.map(fmtMs).join(", "), `${r.probeMax} bytes (${r.oversized} values over 100 KB)`],
+        ["bun dist/guest/probe.js (octet_length)", fmtMs(pMs), r.probeMs.map(fmtMs).join(", "), `${r.probeMax} bytes (${r.oversized} values over 100 KB)`],
         ["naive: python3 max(length(...))", fmtMs(nMs), r.naiveMs.map(fmtMs).join(", "), `${r.naiveMax} chars`],
         ["ratio (naive / probe)", fmtRatio(nMs, pMs), "", ""],
-        ["info: python3 guest/probe.py fallback", fmtMs(fMs), r.fallbackMs.map(fmtMs).join(", "), `${r.fallbackMax ?? "null (no octet_length in SQLite 3.40)"}`],
       ],
     ),
   );

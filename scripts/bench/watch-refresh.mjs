@@ -7,7 +7,7 @@
  * - driver path: probeVm through the lima driver = one `limactl shell` per refresh;
  * - SSH path: VmSession (openVmSession, preferSsh) = one JSON line on the long-lived probe channel of a
  *   persistent ssh2 connection to the VM's real sshd;
- * - the query alone: the same request to `bun guest/probe.js --serve` on this host over pipes (host paths of
+ * - the query alone: the same request to `bun dist/guest/probe.js --serve` on this host over pipes (host paths of
  *   the same files), i.e. the probe's own work without any transport;
  * - memory: 10 000 refreshes over the open channel; RSS/heap after a gc before and after.
  */
@@ -90,8 +90,8 @@ try {
   out.driverCalls = countCalls(process.env.LIMACTL_STANDIN_CALL_LOG);
   log(`driver path: ${out.driverMs.length} refreshes, ${out.driverCalls} limactl calls`);
 
-  // --- the query alone: bun guest/probe.js --serve on this host, over pipes ------------------------------------
-  local = spawn(P.bun, [path.join(REPO, "guest/probe.js"), "--serve"], { stdio: ["pipe", "pipe", "inherit"] });
+  // --- the query alone: bun dist/guest/probe.js --serve on this host, over pipes ------------------------------------
+  local = spawn(P.bun, [path.join(REPO, "dist/guest/probe.js"), "--serve"], { stdio: ["pipe", "pipe", "inherit"] });
   const lines = readline.createInterface({ input: local.stdout });
   const waiting = [];
   lines.on("line", (l) => waiting.shift()?.(l));

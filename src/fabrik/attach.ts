@@ -24,7 +24,7 @@ import { sanitizeText } from "../core/sanitize.js";
 import { CONTROL_FILES } from "../vm/launcher.js";
 import type { ProbeRequest } from "../vm/probe-schema.js";
 import type { RunObservation } from "../vm/probe.js";
-import { ProbeError } from "../vm/probe.js";
+import { NoBunError, ProbeError } from "../vm/probe.js";
 import { openVmSession, type FileFollower, type VmSession } from "../vm/session.js";
 import { deriveRunState } from "./status/derive.js";
 import { RunEndTracker, renderOutcomeLine, type RunOutcome } from "./status/run-end.js";
@@ -200,7 +200,7 @@ async function attachLoop(
 
   let session: VmSession;
   try {
-    session = await openVmSession(await ctx.driver(rec.driver), rec.vm, { preferSsh: true, onNotice: (m) => emit.notice(m), signal });
+    session = await openVmSession(await ctx.driver(rec.driver), rec.vm, { preferSsh: true, onNotice: (m) => emit.notice(m), signal, installCache: await ctx.guestInstalls() });
   } catch (err) {
     if (signal.aborted) return ExitCode.INTERRUPTED;
     throw err;
@@ -223,7 +223,7 @@ async function attachLoop(
         warned.add(msg);
         emit.notice(`cannot check whether run ${rec.id} has ended: ${msg}; still following`);
       }
-      if (!(err instanceof ProbeError || err instanceof VmUnavailableError)) throw err;
+      if (!(err instanceof ProbeError || err instanceof NoBunError || err instanceof VmUnavailableError)) throw err;
       obs = { kind: "unreachable", reason: msg };
     }
     return tracker.update(deriveRunState(rec, obs, ctx.now(), thresholds(ctx)), ctx.now());

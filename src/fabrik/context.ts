@@ -5,12 +5,14 @@
  * Handlers do not write stdout through it: they return a result that `cli.ts` renders. `io.stderr` is for
  * progress UIs (listr2) and prompts only.
  */
+import path from "node:path";
 import { resolveConfig, type Config, type ConfigFlags } from "./config.js";
 import { processIo, type ColorMode, type Io } from "./io.js";
 import { resolvePaths, type FabrikPaths } from "./paths.js";
 import type { Registry } from "./registry.js";
 import { DriverSet } from "./drivers.js";
 import type { DriverName, VmDriver } from "../vm/driver.js";
+import type { GuestInstallCache } from "../vm/guest-programs.js";
 import { NotFoundError } from "../core/errors.js";
 
 export interface Context {
@@ -24,6 +26,8 @@ export interface Context {
   signal: AbortSignal;
   /** The driver called `name`, built on first use. */
   driver(name: DriverName): Promise<VmDriver>;
+  /** Which guest programs are installed in which VM, shared by fabrik processes (`$FABRIK_HOME/cache/guest-installs.json`). */
+  guestInstalls(): Promise<GuestInstallCache>;
   /** The registry, opened on first call (better-sqlite3 is loaded then). */
   registry(): Registry;
   /** Release resources (close the registry). */
@@ -51,6 +55,7 @@ export async function createContext(opts: ContextOptions = {}): Promise<Context>
   const drivers = new DriverSet(config, paths, env);
   for (const [name, d] of Object.entries(opts.drivers ?? {})) if (d) drivers.set(name as DriverName, d);
   let registry: Registry | undefined;
+  let installs: Promise<GuestInstallCache> | undefined;
   const { Registry: RegistryClass } = await import("./registry.js");
   return {
     io,
@@ -60,6 +65,8 @@ export async function createContext(opts: ContextOptions = {}): Promise<Context>
     now: opts.now ?? Date.now,
     signal: opts.signal ?? new AbortController().signal,
     driver: (name) => drivers.get(name),
+    guestInstalls: () =>
+      (installs ??= import("../vm/guest-programs.js").then(({ FileGuestInstallCache }) => new FileGuestInstallCache(path.join(paths.cache, "guest-installs.json")))),
     registry() {
       registry ??= RegistryClass.open(paths.registry, { home: paths.home });
       return registry;

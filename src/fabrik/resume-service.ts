@@ -1,22 +1,35 @@
 /**
  * `fabrik run resume`, host side: look (ONE live probe with the node list), plan ({@link planResume}), confirm,
- * then apply in ONE remote call of `guest/resume.js`, which re-checks everything inside the VM, backs the DB up,
+ * then apply in ONE remote call of the guest program `resume` (src/vm/guest/resume.ts, bundled to
+ * dist/guest/resume.js and installed in the VM once per content hash), which re-checks everything inside the VM, backs the DB up,
  * optionally fixes oversized values, resets the state in one transaction and starts `resume-N.sh` detached.
  * On success the registry row is updated (same host id, `running`, resume_count + 1) and the history keeps the
  * previous failure reason. A refusal changes nothing anywhere; `--dry-run` changes nothing anywhere either (not
  * even the registry: the live status is derived without reconcile's write-back).
  *
- * Wire format of the guest program (request on stdin, one JSON line on stdout) is defined here
+ * Wire format of the guest program (request on stdin, one JSON line on stdout): src/vm/resume-schema.ts
  * ({@link ResumeRequestWire}, {@link GuestResultSchema}); the VM is untrusted, so its answer is validated.
  */
-import fs from "node:fs";
-import { z } from "zod";
 import type { Context } from "./context.js";
 import { NotFoundError, PrerequisiteError, RefusedError, RemoteError, UsageError, VmUnavailableError } from "../core/errors.js";
 import { observeVm, requireRun } from "./runs-service.js";
 import type { RunRecord } from "./registry.js";
-import type { VmDriver } from "../vm/driver.js";
-import { RESUME_MODES, planResume, refusalLine, withVmChecks, type ResumeMode, type ResumePlan } from "../resume/plan.js";
+import type { ExecResult, VmDriver } from "../vm/driver.js";
+import {
+  GUEST_EXIT_INSTALL_FAILED,
+  defaultGuestInstallCache,
+  guestInstallSnippet,
+  loadGuestProgram,
+  withGuestInstall,
+  type GuestAttempt,
+  type GuestInstallCache,
+  type GuestProgram,
+} from "../vm/guest-programs.js";
+import { isNotInstalledExit } from "../vm/probe.js";
+import { GuestResultSchema, type GuestResult, type ResumeRequestWire } from "../vm/resume-schema.js";
+import { planResume, refusalLine, withVmChecks, type ResumePlan } from "../resume/plan.js";
+
+export { GuestResultSchema, type GuestResult, type ResumeRequestWire } from "../vm/resume-schema.js";
 import type { RenderContext, ViewResult } from "./command.js";
 
 /** Exit status of {@link RESUME_WRAPPER} when another resume of the run holds `resume.lock`. */
@@ -25,98 +38,35 @@ export const RESUME_EXIT_LOCKED = 75;
 export const RESUME_EXIT_NO_BUN = 76;
 
 /**
- * The bash program run in the VM as `bash -c RESUME_WRAPPER fabrik-resume <control dir> <bun> <dry-run|apply> <resume.js text>`
- * (values only as positional parameters; the request JSON on stdin).
+ * The bash program run in the VM as
+ * `bash -c RESUME_WRAPPER fabrik-resume <control dir> <bun> <dry-run|apply> <hash> <program text or "">`
+ * (values only as positional parameters; the request JSON on stdin). After checking the engine's bun, it
+ * installs or finds the program `$HOME/.fabrik/guest/<hash>/resume.js` ({@link guestInstallSnippet}: exit 79 when
+ * it is absent and was not sent; that install is fabrik's own program cache, not run state), then:
  * - apply: takes a NON-BLOCKING lock on `<control>/resume.lock` with `flock -n -o` (the fd is closed before bun
  *   runs, so neither bun nor the launcher it starts inherits the lock; flock holds it until bun exits); a
  *   second concurrent resume exits {@link RESUME_EXIT_LOCKED}.
- * - dry-run: creates nothing — only tests an EXISTING resume.lock (`flock -n FILE true`) and runs bun unlocked.
+ * - dry-run: creates nothing in the control dir — only tests an EXISTING resume.lock (`flock -n FILE true`) and
+ *   runs bun unlocked.
  */
 export const RESUME_WRAPPER = String.raw`set -u
-C="$1"; bun="$2"; mode="$3"; js="$4"
+C="$1"; bun="$2"; mode="$3"; h="$4"; t="$5"; n=resume
 if [ ! -x "$bun" ]; then echo "fabrik-resume: the engine's bun is not installed at $bun" >&2; exit ${RESUME_EXIT_NO_BUN}; fi
+${guestInstallSnippet()}
 if [ "$mode" = apply ] && [ -d "$C" ]; then
-  exec flock -n -o -E ${RESUME_EXIT_LOCKED} "$C/resume.lock" "$bun" -e "$js" apply
+  exec flock -n -o -E ${RESUME_EXIT_LOCKED} "$C/resume.lock" "$bun" "$f" apply
 fi
 if [ -e "$C/resume.lock" ]; then
   flock -n -E ${RESUME_EXIT_LOCKED} "$C/resume.lock" true
   [ $? -eq ${RESUME_EXIT_LOCKED} ] && exit ${RESUME_EXIT_LOCKED}
 fi
-exec "$bun" -e "$js" "$mode"
+exec "$bun" "$f" "$mode"
 `;
 
-/** The request `guest/resume.js` reads on stdin. */
-export interface ResumeRequestWire {
-  v: 1;
-  dry_run: boolean;
-  host_run_id: number;
-  smithers_run_id: string;
-  control_dir: string;
-  db_path: string;
-  workflow_path: string;
-  engine_dir: string;
-  dialect: "modern" | "legacy";
-  force: boolean;
-  fix: boolean;
-  fix_limit_bytes: number;
-  engine_heartbeat_stale_ms: number;
-  expected_mode: ResumeMode | null;
-  retry_node: string | null;
-  backup_path: string;
-  keep_backups: number;
-  script_path: string;
-  script: string | null;
-  start_wait_ms: number;
+/** The argv of one resume call; the program text is included only when `install`. */
+export function resumeArgv(controlDir: string, bun: string, mode: "dry-run" | "apply", program: GuestProgram, install: boolean): string[] {
+  return ["bash", "-c", RESUME_WRAPPER, "fabrik-resume", controlDir, bun, mode, program.hash, install ? program.text : ""];
 }
-
-const s = (max: number) => z.string().max(max);
-const n = z.number();
-const nn = n.nullable().default(null);
-const ResetItemSchema = z.object({ node_id: s(500), iteration: nn, attempt: nn.optional(), from: s(60), to: s(60) });
-
-/** What `guest/resume.js` prints (one JSON line). Unknown keys are dropped; missing ones default. */
-export const GuestResultSchema = z.object({
-  v: z.literal(1),
-  ok: z.boolean(),
-  dry_run: z.boolean(),
-  refused: z.boolean(),
-  stage: s(40),
-  reasons: z.array(z.object({ code: s(60), message: s(1000), hint: s(1000).nullable().default(null) })).max(100).default([]),
-  checks: z.array(z.object({ name: s(200), ok: z.boolean(), detail: s(1000).nullable().default(null) })).max(200).default([]),
-  mode: z.enum(RESUME_MODES as [ResumeMode, ...ResumeMode[]]).nullable().default(null),
-  retry_node: s(500).nullable().default(null),
-  progress: z.object({ finished: n, total: n, by_state: z.record(s(60), n) }).nullable().default(null),
-  reset: z
-    .object({
-      attempts: z.array(ResetItemSchema).max(100_000),
-      nodes: z.array(ResetItemSchema).max(100_000),
-      run: z.object({ heartbeat_at_ms: nn, runtime_owner_id: s(300).nullable().default(null) }).nullable().default(null),
-      by_engine: s(500).nullable().default(null),
-      applied: z.boolean(),
-      counts: z.object({ attempts_cancelled: n, nodes_pending: n, run_cleared: n }).nullable().default(null),
-    })
-    .nullable()
-    .default(null),
-  backup: z.object({ path: s(4096), size_bytes: n, kept: z.array(s(4096)).max(100), removed: z.array(s(4096)).max(100) }).nullable().default(null),
-  fix: z
-    .object({
-      limit_bytes: n,
-      rows: n,
-      values: n,
-      value_bytes_before: n,
-      value_bytes_after: n,
-      file_bytes_before: z.object({ db_bytes: n, wal_bytes: n }),
-      file_bytes_after: z.object({ db_bytes: n, wal_bytes: n }).nullable(),
-    })
-    .nullable()
-    .default(null),
-  script: z.object({ path: s(4096), bytes: n }).nullable().default(null),
-  pids: z.object({ launcher_pid: n, child_pid: n }).nullable().default(null),
-  previous_files: z.record(s(40), s(100)).nullable().default(null),
-  error: s(2000).nullable().default(null),
-  now_ms: n.optional(),
-});
-export type GuestResult = z.infer<typeof GuestResultSchema>;
 
 /** What the user asked for. */
 export interface ResumeRequest {
@@ -159,13 +109,6 @@ export class ResumeRefusedError extends RefusedError {
   }
 }
 
-let cachedGuest: string | undefined;
-/** `guest/resume.js`, read once (two levels below the repo root from both `src/fabrik` and `dist/fabrik`). */
-export function loadGuestResume(): string {
-  cachedGuest ??= fs.readFileSync(new URL("../../guest/resume.js", import.meta.url), "utf8");
-  return cachedGuest;
-}
-
 /** Build the guest request from a plan. */
 export function requestFor(plan: ResumePlan, req: ResumeRequest, staleMs: number, dryRun: boolean): ResumeRequestWire {
   return {
@@ -193,18 +136,38 @@ export function requestFor(plan: ResumePlan, req: ResumeRequest, staleMs: number
 }
 
 /**
- * Run `guest/resume.js` in the VM: ONE `driver.exec`. Returns the validated answer.
- * @throws RefusedError when another resume holds the lock; PrerequisiteError when bun is missing;
- *   RemoteError for any other failure to run it or bad output; driver errors unchanged.
+ * Run the guest program `resume` in the VM: ONE `driver.exec` (two only when the install cache said
+ * "installed" but the VM lost the file: nothing ran in the first, the second sends the program). Returns the
+ * validated answer.
+ * @param installCache what the host believes is installed (default: the process-wide in-memory cache).
+ * @throws RefusedError when another resume holds the lock; PrerequisiteError when bun is missing or fabrik's
+ *   dist/guest/resume.js is; RemoteError for any other failure to run it or bad output; driver errors unchanged.
  */
-export async function runGuestResume(ctx: Context, driver: VmDriver, vm: string, plan: ResumePlan, wire: ResumeRequestWire): Promise<GuestResult> {
+export async function runGuestResume(
+  ctx: Context,
+  driver: VmDriver,
+  vm: string,
+  plan: ResumePlan,
+  wire: ResumeRequestWire,
+  installCache: GuestInstallCache = defaultGuestInstallCache,
+): Promise<GuestResult> {
   const mode = wire.dry_run ? "dry-run" : "apply";
-  const r = await driver.exec(vm, ["bash", "-c", RESUME_WRAPPER, "fabrik-resume", plan.control_dir, plan.bun!, mode, loadGuestResume()], {
-    stdin: JSON.stringify(wire),
-    timeoutMs: wire.dry_run ? 60_000 : 15 * 60_000,
-    signal: ctx.signal,
-    maxOutputBytes: 16 * 1024 * 1024,
+  const program = loadGuestProgram("resume");
+  const stdin = JSON.stringify(wire);
+  const r = await withGuestInstall(installCache, vm, program, async (install): Promise<GuestAttempt<ExecResult>> => {
+    const res = await driver.exec(vm, resumeArgv(plan.control_dir, plan.bun!, mode, program, install), {
+      stdin,
+      timeoutMs: wire.dry_run ? 60_000 : 15 * 60_000,
+      signal: ctx.signal,
+      maxOutputBytes: 16 * 1024 * 1024,
+    });
+    if (isNotInstalledExit(res.exitCode, res.stderr)) return { notInstalled: true };
+    // The wrapper installs right after checking bun: every other outcome means the program is in place.
+    return { notInstalled: false, installed: res.exitCode !== RESUME_EXIT_NO_BUN && res.exitCode !== GUEST_EXIT_INSTALL_FAILED, value: res };
   });
+  if (r.exitCode === GUEST_EXIT_INSTALL_FAILED) {
+    throw new RemoteError(vm, "resume", `cannot install the resume program in the VM: ${r.stderr.trim().split("\n").slice(-2).join(" | ").slice(0, 300)}`, r.exitCode, `check the disk and $HOME/.fabrik in VM ${vm}`);
+  }
   if (r.exitCode === RESUME_EXIT_LOCKED) {
     throw new RefusedError(`cannot resume run ${plan.host_run_id}: another resume of this run is in progress`, `wait for it, then check \`fabrik runs show --id ${plan.host_run_id}\``, ["RESUME_IN_PROGRESS"]);
   }
@@ -283,7 +246,7 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
     let vm: GuestResult | null = null;
     if (plan.bun && plan.engine_dir && plan.dialect) {
       try {
-        vm = await runGuestResume(ctx, driver, run.vm, plan, requestFor(plan, req, staleMs, true));
+        vm = await runGuestResume(ctx, driver, run.vm, plan, requestFor(plan, req, staleMs, true), await ctx.guestInstalls());
         plan = withVmChecks(plan, vm);
       } catch (err) {
         if (ctx.signal.aborted) throw err;
@@ -299,7 +262,7 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
     if (!go) throw new RefusedError(`run ${run.id} was not resumed: not confirmed`, "nothing was changed");
   }
 
-  const result = await runGuestResume(ctx, driver, run.vm, plan, requestFor(plan, req, staleMs, false));
+  const result = await runGuestResume(ctx, driver, run.vm, plan, requestFor(plan, req, staleMs, false), await ctx.guestInstalls());
   if (result.refused) throw new ResumeRefusedError(outcome(withVmChecks(plan, result), result));
   const now = ctx.now();
   if (!result.ok) {

@@ -47,7 +47,7 @@ export async function importRuns(ctx: Context, vm: string, p: string | undefined
   const plan = discoveryPlan(p, runsRoot);
   const roots = [plan.root];
   if (p && !plan.db) roots.push(path.posix.dirname(plan.root));
-  const res = await probeVm(driver, vm, { v: 1, runs: [], discover_roots: roots }, { timeoutMs: ctx.config.probeTimeoutMs * 2, signal: ctx.signal });
+  const res = await probeVm(driver, vm, { v: 1, runs: [], discover_roots: roots }, { timeoutMs: ctx.config.probeTimeoutMs * 2, signal: ctx.signal, installCache: await ctx.guestInstalls() });
   let discovered: DiscoveredRun[] = res.discovered;
   if (p && !plan.db) {
     // --path is either a runs root (its children were discovered) or a control dir (found in its parent).

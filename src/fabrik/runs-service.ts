@@ -87,7 +87,9 @@ export async function observeVm(
   const req = probeRequestFor(runs, { nodes: opts.nodes, rowSizeWarnBytes: ctx.config.rowSizeWarnBytes });
   try {
     const probeVm = opts.probe ? undefined : (await import("../vm/probe.js")).probeVm;
-    const res = opts.probe ? await opts.probe(req) : await probeVm!(driver, vm, req, { timeoutMs: opts.timeoutMs ?? ctx.config.probeTimeoutMs, signal: ctx.signal });
+    const res = opts.probe
+      ? await opts.probe(req)
+      : await probeVm!(driver, vm, req, { timeoutMs: opts.timeoutMs ?? ctx.config.probeTimeoutMs, signal: ctx.signal, installCache: await ctx.guestInstalls() });
     const byKey = new Map(res.runs.map((r) => [r.key, r]));
     for (const run of runs) {
       const result = byKey.get(String(run.id));

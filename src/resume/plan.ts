@@ -2,11 +2,13 @@
  * Planning a resume: PURE. From the run's registry row, one live observation (the probe, with the node list)
  * and the options, decide whether continuing the run is safe, what will be reset, where the backup goes and
  * the exact `resume-N.sh` — no I/O, `now` injected. The VM re-checks everything at apply time
- * (`guest/resume.js`); this plan is what the user sees first and what `--dry-run` prints.
+ * (`src/vm/guest/resume.ts`); this plan is what the user sees first and what `--dry-run` prints. The rules
+ * both sides apply (status → mode, heartbeat freshness, what the reset changes, refusal texts) live in
+ * `src/core/resume-rules.ts`.
  *
  * Safety rules (smithers-engine.md, "What a crash leaves, and how a run continues"):
  * - a living engine owner, launched child or launcher (a zombie counts) refuses; `--force` NEVER overrides it;
- * - a fresh engine heartbeat (< engineHeartbeatStaleMs, 30 s) refuses unless `--force`;
+ * - a fresh engine heartbeat (age ≤ the configured `engineHeartbeatStaleMs`, inclusive) refuses unless `--force`;
  * - a `finished` run, a missing/unreadable/unknown DB, a run row absent, a missing control dir refuse;
  * - the script continues the SAME run id: `up WF --resume ID` / `retry-task WF --run-id ID --node-id N` (0.32),
  *   `run WF --run-id ID --resume` (0.5). Never `smithers resume`, never an engine start without the run id
@@ -18,22 +20,19 @@ import { buildLauncherScript, resumeEngineArgs, type EngineCommand } from "../vm
 import { engineDialect, engineLayout, isSupportedEngineVersion, type EngineDialect } from "../vm/engine-recipe.js";
 import { shellJoin } from "../vm/shell-quote.js";
 
-/** How the run continues. */
-export type ResumeMode =
-  /** DB status `running`, engine dead: close the interrupted attempt, continue. */
-  | "continue-interrupted"
-  /** DB status `failed`: re-run the failed task(s), keep finished work. */
-  | "retry-failed"
-  /** DB status `cancelled`: continue from the cancelled task. */
-  | "continue-cancelled";
+import {
+  RESUME_MODE_TEXT as MODE_TEXT,
+  engineHeartbeatCheck,
+  livingProcessReason,
+  modeForStatus,
+  planStateReset,
+  refusals,
+  type PlannedReset,
+  type ResumeMode,
+  type ResumeReason,
+} from "../core/resume-rules.js";
 
-export const RESUME_MODES: readonly ResumeMode[] = ["continue-interrupted", "retry-failed", "continue-cancelled"];
-
-const MODE_TEXT: Record<ResumeMode, string> = {
-  "continue-interrupted": "continue an interrupted run",
-  "retry-failed": "retry a failed node",
-  "continue-cancelled": "continue a cancelled run",
-};
+export { RESUME_MODES, modeForStatus, type PlannedAttemptReset, type PlannedNodeReset, type PlannedReset, type ResumeMode, type ResumeReason } from "../core/resume-rules.js";
 
 /** How many backups per run are kept in `<control dir>/backups`. */
 export const KEEP_BACKUPS = 3;
@@ -46,13 +45,6 @@ export interface ResumeCheck {
   source: "probe" | "vm";
 }
 
-/** Why a resume is refused, and what to do about it. */
-export interface ResumeReason {
-  code: string;
-  message: string;
-  hint: string | null;
-}
-
 export interface ResumeOptions {
   /** Override a fresh engine heartbeat (never a living process). */
   force: boolean;
@@ -63,7 +55,7 @@ export interface ResumeOptions {
 }
 
 export interface ResumeThresholds {
-  /** Engine rule RUN_HEARTBEAT_STALE_MS (30 s; config `engineHeartbeatStaleMs`). */
+  /** Engine rule RUN_HEARTBEAT_STALE_MS, ms: config `engineHeartbeatStaleMs` (the engine's own is 30 s). */
   engineHeartbeatStaleMs: number;
 }
 
@@ -93,29 +85,6 @@ export interface PlanInput {
   guestHome: string | null;
   /** heartbeat.json period of the resume launcher, seconds. */
   heartbeatIntervalS: number;
-}
-
-/** A state change the reset will make (attempt numbers are the latest known; the VM reports the exact list). */
-export interface PlannedAttemptReset {
-  node_id: string;
-  iteration: number;
-  attempt: number | null;
-  from: string;
-  to: "cancelled";
-}
-export interface PlannedNodeReset {
-  node_id: string;
-  iteration: number;
-  from: string;
-  to: "pending";
-}
-export interface PlannedReset {
-  attempts: PlannedAttemptReset[];
-  nodes: PlannedNodeReset[];
-  /** 0.32 `running` run: heartbeat and owner cleared (their current values shown). */
-  run: { heartbeat_at_ms: number | null; runtime_owner_id: string | null; to: null } | null;
-  /** What the engine itself resets (0.32 `retry-task`), or null. */
-  by_engine: string | null;
 }
 
 export interface ResumePlan {
@@ -178,30 +147,6 @@ export function guestHomeFromControlDir(controlDir: string, vm: string): string 
   return /^[^/]+$/.test(controlDir.slice(i + suffix.length)) ? controlDir.slice(0, i) : null;
 }
 
-/** The mode a DB run status calls for, or why it cannot be resumed. */
-export function modeForStatus(status: string): { mode: ResumeMode } | { reason: ResumeReason } {
-  switch (status) {
-    case "running":
-      return { mode: "continue-interrupted" };
-    case "failed":
-      return { mode: "retry-failed" };
-    case "cancelled":
-      return { mode: "continue-cancelled" };
-    case "finished":
-      return { reason: { code: "RUN_FINISHED", message: "the run already finished; there is nothing to resume", hint: "start a new run with `fabrik run`" } };
-    case "continued":
-      return { reason: { code: "RUN_NOT_RESUMABLE", message: "the run was continued as a new run (status continued)", hint: "resume the run that continued it" } };
-    default:
-      return {
-        reason: {
-          code: "RUN_NOT_RESUMABLE",
-          message: `the run is ${status}; fabrik resumes only interrupted (running with a dead engine), failed or cancelled runs`,
-          hint: status.startsWith("waiting") ? "a waiting run continues by itself when its condition is met" : null,
-        },
-      };
-  }
-}
-
 /** Display form of an engine command. */
 export function engineCommandText(c: EngineCommand): string {
   const parts = ["smithers", c.verb, ...c.args];
@@ -215,11 +160,6 @@ export function engineCommandText(c: EngineCommand): string {
 /** `step-3`, or `step-3 (iteration 2)` for a loop iteration. */
 export function nodeLabel(n: { node_id: string; iteration: number }): string {
   return n.iteration > 0 ? `${n.node_id} (iteration ${n.iteration})` : n.node_id;
-}
-
-function fmtAge(ms: number): string {
-  const s = Math.round(ms / 1000);
-  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
 }
 
 function pidDetail(p: PidFact): string {
@@ -332,24 +272,20 @@ export function planResume(input: PlanInput): ResumePlan {
 
   // ---- control dir and DB -----------------------------------------------------------------------------------
   if (!c || !c.exists) {
-    fail("control-dir", `${controlDir} does not exist`, { code: "CONTROL_DIR_MISSING", message: `the run's control dir ${controlDir} does not exist in VM ${run.vm}`, hint: `check with \`fabrik vm shell ${run.vm} -- ls ${shellJoin([controlDir])}\`` });
+    fail("control-dir", `${controlDir} does not exist`, refusals.controlDirMissing(controlDir, run.vm, `check with \`fabrik vm shell ${run.vm} -- ls ${shellJoin([controlDir])}\``));
   } else pass("control-dir", controlDir);
 
   let dbOk = false;
   if (!db || !db.exists) {
-    fail("db-exists", `${db?.path ?? run.smithers_db_path} does not exist`, {
-      code: "DB_MISSING",
-      message: `the Smithers DB ${run.smithers_db_path} does not exist in VM ${run.vm}`,
-      hint: `fabrik cannot resume without it; restore it (backups are kept in ${controlDir}/backups)`,
-    });
+    fail("db-exists", `${db?.path ?? run.smithers_db_path} does not exist`, refusals.dbMissing(run.smithers_db_path, controlDir, run.vm));
   } else if (db.error) {
-    fail("db-readable", db.error, { code: "DB_UNREADABLE", message: `cannot read the Smithers DB ${db.path}: ${db.error}`, hint: `restore it from ${controlDir}/backups, or inspect it with \`fabrik vm shell ${run.vm}\`` });
+    fail("db-readable", db.error, refusals.dbUnreadable(db.path, db.error, controlDir));
   } else if (db.schema === "unknown") {
-    fail("db-schema", "no _smithers_runs table", { code: "DB_UNKNOWN_SCHEMA", message: `${db.path} is not a Smithers DB fabrik knows (no _smithers_runs table)`, hint: null });
+    fail("db-schema", "no _smithers_runs table", refusals.dbUnknownSchema(db.path));
   } else if (plan.dialect !== null && db.schema !== plan.dialect) {
-    fail("db-schema", `${db.schema} schema, engine ${plan.engine_version} speaks ${plan.dialect}`, { code: "DB_DIALECT_MISMATCH", message: `the DB has the ${db.schema} schema but the run's engine ${plan.engine_version} is ${plan.dialect}`, hint: null });
+    fail("db-schema", `${db.schema} schema, engine ${plan.engine_version} speaks ${plan.dialect}`, refusals.dbDialectMismatch(db.schema, plan.dialect, plan.engine_version));
   } else if (!db.run) {
-    fail("run-in-db", `run ${run.smithers_run_id} not in ${db.path}`, { code: "RUN_NOT_IN_DB", message: `run ${run.smithers_run_id} is not in ${db.path} (${db.runs_in_db ?? 0} other runs)`, hint: `see \`fabrik runs import --vm ${run.vm}\`` });
+    fail("run-in-db", `run ${run.smithers_run_id} not in ${db.path}`, refusals.runNotInDb(run.smithers_run_id, db.path, db.runs_in_db ?? 0, `see \`fabrik runs import --vm ${run.vm}\``));
   } else {
     dbOk = true;
     pass("db", `${db.path} (${db.size_bytes ?? 0} bytes${db.wal_size_bytes ? ` + WAL ${db.wal_size_bytes}` : ""}, ${db.schema} schema), run ${db.run.run_id}: ${db.run.status}`);
@@ -393,11 +329,11 @@ export function planResume(input: PlanInput): ResumePlan {
   for (const { fact, roles, name } of byPid.values()) {
     const detail = `${roles.join(", ")}: ${pidDetail(fact)}`;
     if (fact.alive) {
-      fail(name, detail, {
-        code: name === "owner-dead" ? "OWNER_ALIVE" : "PROCESS_ALIVE",
-        message: `the ${roles[0]!.replace(/ \(.*\)$/, "")} process (pid ${fact.pid}) is alive in VM ${run.vm}${fact.state === "Z" ? " (a zombie still counts)" : ""}`,
-        hint: `--force never overrides a living process; wait for it (\`fabrik run attach --id ${run.id}\`) or stop it first`,
-      });
+      fail(
+        name,
+        detail,
+        livingProcessReason({ role: roles[0]!.replace(/ \(.*\)$/, ""), pid: fact.pid, zombie: fact.state === "Z", owner: name === "owner-dead", vm: run.vm, hostRunId: run.id }),
+      );
     } else pass(name, detail);
   }
   if (!anyPid && plan.dialect === "legacy") {
@@ -416,22 +352,10 @@ export function planResume(input: PlanInput): ResumePlan {
 
   // ---- the engine heartbeat (0.32) ------------------------------------------------------------------------------
   if (dbRun && db!.schema === "modern" && dbRun.status === "running") {
-    const last = Math.max(dbRun.heartbeat_at_ms ?? 0, dbRun.started_at_ms ?? 0);
-    const age = last > 0 ? Math.max(0, obs.vmNowMs - last) : null;
-    const limit = thresholds.engineHeartbeatStaleMs;
-    if (age !== null && age < limit) {
-      const detail = `engine heartbeat ${fmtAge(age)} old (stale after ${fmtAge(limit)})`;
-      if (options.force) {
-        pass("heartbeat-stale", `${detail}; fresh, overridden by --force`);
-        warnings.push(`--force: the engine heartbeat is only ${fmtAge(age)} old`);
-      } else {
-        fail("heartbeat-stale", detail, {
-          code: "HEARTBEAT_FRESH",
-          message: `the engine heartbeat is only ${fmtAge(age)} old: the engine may still be running`,
-          hint: `wait until it is older than ${fmtAge(limit)}, or pass --force if you are sure no engine runs (a living process still refuses)`,
-        });
-      }
-    } else pass("heartbeat-stale", age === null ? "no engine heartbeat recorded" : `engine heartbeat ${fmtAge(age)} old (stale after ${fmtAge(limit)})`);
+    const hb = engineHeartbeatCheck(dbRun, obs.vmNowMs, thresholds.engineHeartbeatStaleMs, options.force);
+    if (hb.reason) fail("heartbeat-stale", hb.detail, hb.reason);
+    else pass("heartbeat-stale", hb.detail);
+    if (hb.warning) warnings.push(hb.warning);
   } else if (dbRun && db!.schema === "legacy") {
     pass("heartbeat-stale", "legacy engine: no DB heartbeat; judged by the pids and launcher.lock");
   }
@@ -441,24 +365,21 @@ export function planResume(input: PlanInput): ResumePlan {
   if (dbOk && db!.nodes_truncated) warnings.push(`the run has more nodes than the probe listed; the VM computes the exact reset`);
   if (dbOk && plan.mode) {
     const inProgress = nodes.filter((n) => n.state === "in-progress");
-    for (const n of inProgress.length > 0 ? inProgress : db!.in_progress) {
-      plan.reset.attempts.push({ node_id: n.node_id, iteration: n.iteration, attempt: n.last_attempt, from: "in-progress", to: "cancelled" });
-      plan.reset.nodes.push({ node_id: n.node_id, iteration: n.iteration, from: "in-progress", to: "pending" });
-    }
-    if (db!.schema === "modern" && dbRun!.status === "running" && (dbRun!.heartbeat_at_ms !== null || dbRun!.runtime_owner_id !== null)) {
-      plan.reset.run = { heartbeat_at_ms: dbRun!.heartbeat_at_ms, runtime_owner_id: dbRun!.runtime_owner_id, to: null };
-    }
+    const stuck = inProgress.length > 0 ? inProgress : db!.in_progress;
+    const failed = nodes.filter((n) => n.state === "failed");
+    const { reset, retryNode } = planStateReset({
+      dialect: plan.dialect ?? (db!.schema === "modern" ? "modern" : "legacy"),
+      mode: plan.mode,
+      run: dbRun!,
+      // The probe lists each node with its latest attempt; the VM reports every attempt it changes.
+      inProgressAttempts: stuck.map((n) => ({ node_id: n.node_id, iteration: n.iteration, attempt: n.last_attempt })),
+      inProgressNodes: stuck,
+      failedNodes: failed,
+      failedAttempts: failed.map((n) => ({ node_id: n.node_id, iteration: n.iteration, attempt: n.last_attempt })),
+    });
+    plan.reset = reset;
+    plan.retry_node = retryNode;
     if (plan.mode === "retry-failed") {
-      const failed = nodes.filter((n) => n.state === "failed");
-      if (plan.dialect === "modern" && failed.length === 1) {
-        plan.retry_node = failed[0]!.node_id;
-        plan.reset.by_engine = `smithers retry-task resets ${failed[0]!.node_id} and its dependents, then continues`;
-      } else {
-        for (const n of failed) {
-          plan.reset.attempts.push({ node_id: n.node_id, iteration: n.iteration, attempt: n.last_attempt, from: "failed", to: "cancelled" });
-          plan.reset.nodes.push({ node_id: n.node_id, iteration: n.iteration, from: "failed", to: "pending" });
-        }
-      }
       if (failed.length === 0 && inProgress.length === 0) {
         warnings.push(`the run failed without a failed task${dbRun!.error ? ` (${dbRun!.error})` : ""}: nothing to reset, the engine may fail again at once`);
       }

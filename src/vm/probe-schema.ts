@@ -188,8 +188,8 @@ export type DiscoveredRun = z.infer<typeof DiscoveredRunSchema>;
 
 export const ProbeResponseSchema = z.object({
   v: z.literal(PROBE_VERSION),
-  /** What ran the probe: `bun` (bun:sqlite, SQLite ≥ 3.43 with octet_length) or `python3` (fallback). */
-  tool: z.enum(["bun", "python3"]),
+  /** What ran the probe: always `bun` (bun:sqlite, SQLite ≥ 3.43 with octet_length); kept for the wire's sake. */
+  tool: z.literal("bun"),
   tool_version: str(100),
   sqlite_version: str(40),
   /** The VM's clock at probe time, epoch ms. */

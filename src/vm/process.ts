@@ -6,6 +6,7 @@
  * killing only limactl would leave ssh and the remote command running.
  */
 import { execa, type ResultPromise } from "execa";
+import { onAbort } from "./abort.js";
 
 export interface ProcessOptions {
   stdin?: string | Buffer | undefined;
@@ -83,14 +84,11 @@ export async function runProcess(cmd: string, args: readonly string[], opts: Pro
     timedOut = true;
     killGroup(child.pid);
   }, opts.timeoutMs);
-  const onAbort = () => {
+  // One fan-out registration per call, removed below: many concurrent calls share the command's one signal.
+  const unlisten = onAbort(opts.signal, () => {
     aborted = true;
     killGroup(child.pid);
-  };
-  if (opts.signal) {
-    if (opts.signal.aborted) onAbort();
-    else opts.signal.addEventListener("abort", onAbort, { once: true });
-  }
+  });
   try {
     const result = await child;
     const spawnError =
@@ -109,7 +107,7 @@ export async function runProcess(cmd: string, args: readonly string[], opts: Pro
     };
   } finally {
     clearTimeout(timer);
-    opts.signal?.removeEventListener("abort", onAbort);
+    unlisten();
   }
 }
 
@@ -152,13 +150,12 @@ export function streamProcess(
   child.stdout?.on("data", (c: Buffer) => opts.onStdout(c));
   child.stderr?.on("data", (c: Buffer) => opts.onStderr?.(c));
   const kill = () => killGroup(child.pid);
-  if (opts.signal) {
-    if (opts.signal.aborted) kill();
-    else opts.signal.addEventListener("abort", kill, { once: true });
-  }
+  const unlisten = onAbort(opts.signal, kill);
   const done = child.then(
     (r) => r.exitCode ?? (r.signal ? 128 + signalNumber(r.signal) : 1),
     () => 1,
   );
+  // Removed when the process ends, so a follow loop's many restarts leave nothing on the signal.
+  void done.finally(unlisten);
   return { done, kill };
 }

@@ -12,11 +12,15 @@
  * quoted by the transport/driver, never interpolated) from exactly that offset. Chunks still arriving from
  * an ended stream are dropped (the new stream re-reads them), so no byte is repeated or lost.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { ExecResult, VmDriver, StreamHandle } from "./driver.js";
 import { InterruptedError, NotFoundError, VmUnavailableError } from "../core/errors.js";
+import { onAbort } from "./abort.js";
+import type { GuestInstallCache } from "./guest-programs.js";
 import type { ProbeRequest, ProbeResponse } from "./probe-schema.js";
 import { probeVm } from "./probe.js";
-import { RECONNECT_BACKOFF, SshTransport } from "./ssh-transport.js";
+import { RECONNECT_BACKOFF, backoffDelayMs, retryUntil } from "./retry.js";
+import { SshTransport } from "./transport/index.js";
 
 /** Options of {@link VmSession.exec}. */
 export interface SessionExecOptions {
@@ -83,6 +87,8 @@ export interface OpenVmSessionOptions {
   signal?: AbortSignal | undefined;
   /** Deadline of the first SSH connection, ms (default 5000); on failure the session falls back to the driver. */
   connectTimeoutMs?: number | undefined;
+  /** What the host believes is installed in the VM (default: the process-wide in-memory cache). */
+  installCache?: GuestInstallCache | undefined;
 }
 
 /** The `tail` argv that prints `path` from byte `offset` (0-based) on and keeps following it (also across re-creation). */
@@ -105,7 +111,7 @@ export async function openVmSession(driver: VmDriver, vm: string, opts: OpenVmSe
       target = undefined; // the driver path will report the VM's problem in its own words
     }
     if (target) {
-      const transport = new SshTransport(vm, target, { onNotice: notice, connectTimeoutMs: opts.connectTimeoutMs ?? 5_000 });
+      const transport = new SshTransport(vm, target, { onNotice: notice, connectTimeoutMs: opts.connectTimeoutMs ?? 5_000, installCache: opts.installCache });
       try {
         await transport.connect({ timeoutMs: opts.connectTimeoutMs ?? 5_000 });
         return new SshSession(vm, transport, opts.signal, notice);
@@ -115,23 +121,23 @@ export async function openVmSession(driver: VmDriver, vm: string, opts: OpenVmSe
       }
     }
   }
-  return new DriverSession(vm, driver, opts.signal, notice);
+  return new DriverSession(vm, driver, opts.signal, notice, opts.installCache);
 }
 
-/** Reject with InterruptedError when `signal` aborts first. */
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(new InterruptedError());
+/** Reject with InterruptedError when one of `signals` aborts first (one fan-out registration each, removed when settled). */
+function abortable<T>(p: Promise<T>, ...signals: (AbortSignal | undefined)[]): Promise<T> {
+  if (signals.some((s) => s?.aborted)) return Promise.reject(new InterruptedError());
+  if (!signals.some((s) => s)) return p;
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new InterruptedError());
-    signal.addEventListener("abort", onAbort, { once: true });
+    const offs = signals.map((s) => onAbort(s, () => reject(new InterruptedError())));
+    const done = () => offs.forEach((off) => off());
     p.then(
       (v) => {
-        signal.removeEventListener("abort", onAbort);
+        done();
         resolve(v);
       },
       (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
+        done();
         reject(e as Error);
       },
     );
@@ -141,17 +147,8 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T
 /** Start one stream of `argv`; `budgetMs` is how long the starter may spend (re)connecting. */
 type StartStream = (argv: string[], onStdout: (chunk: Buffer) => void, budgetMs: number) => Promise<StreamHandle>;
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}
+/** A stream that ran at least this long before ending counts as healthy: the next restart waits the shortest delay. */
+const HEALTHY_STREAM_MS = 5_000;
 
 /**
  * The follow loop shared by both session kinds. Each stream gets a generation number; a chunk from a stream
@@ -198,18 +195,10 @@ async function startFollower(
     stopCtl.abort();
     current?.kill();
   };
-  const onAbort = () => stop();
-  opts.signal?.addEventListener("abort", onAbort, { once: true });
-  sessionSignal?.addEventListener("abort", onAbort, { once: true });
-  const cleanup = () => {
-    opts.signal?.removeEventListener("abort", onAbort);
-    sessionSignal?.removeEventListener("abort", onAbort);
-  };
+  if (opts.signal?.aborted || sessionSignal?.aborted) throw new InterruptedError();
+  const offs = [onAbort(opts.signal, stop), onAbort(sessionSignal, stop)];
+  const cleanup = () => offs.forEach((off) => off());
 
-  if (opts.signal?.aborted || sessionSignal?.aborted) {
-    cleanup();
-    throw new InterruptedError();
-  }
   try {
     current = await startGen(budgetMs);
   } catch (err) {
@@ -219,7 +208,8 @@ async function startFollower(
   if (stopped) current.kill(); // stopped (aborted) while the first stream was starting
 
   const loop = async (): Promise<void> => {
-    let delay: number = RECONNECT_BACKOFF.firstMs;
+    /** Streams that ended within HEALTHY_STREAM_MS of starting, in a row: the first wait grows with them. */
+    let quickEnds = 0;
     for (;;) {
       const runningSince = Date.now();
       const code = await current!.done;
@@ -228,30 +218,26 @@ async function startFollower(
       // Ended by itself: connection dropped, sshd or limactl killed, tail failed. Older chunks are dropped from here.
       generation++;
       onInterrupted(`following ${path} on VM ${vm} stopped (exit ${code}); resuming at byte ${offset}`);
-      if (Date.now() - runningSince > 5_000) delay = RECONNECT_BACKOFF.firstMs;
+      quickEnds = Date.now() - runningSince > HEALTHY_STREAM_MS ? 0 : quickEnds + 1;
       const brokenSince = Date.now();
-      for (;;) {
-        await sleep(delay, stopCtl.signal);
-        delay = Math.min(delay * RECONNECT_BACKOFF.factor, RECONNECT_BACKOFF.maxMs);
-        if (stopped) return;
-        const left = budgetMs - (Date.now() - brokenSince);
-        try {
-          const h = await startGen(Math.max(1_000, left));
-          if (stopped) {
-            h.kill();
-            return;
-          }
-          current = h;
-          restarts++;
-          break;
-        } catch (err) {
-          if (stopped) return;
-          if (err instanceof NotFoundError || Date.now() - brokenSince >= budgetMs) {
-            throw err instanceof VmUnavailableError || err instanceof NotFoundError
-              ? err
-              : new VmUnavailableError(vm, `VM ${vm}: following ${path} broke and could not be resumed: ${(err as Error).message}`);
-          }
+      try {
+        await sleep(backoffDelayMs(RECONNECT_BACKOFF, quickEnds - 1), undefined, { signal: stopCtl.signal });
+        const h = await retryUntil(() => startGen(Math.max(1_000, budgetMs - (Date.now() - brokenSince))), {
+          deadlineAt: brokenSince + budgetMs,
+          shouldRetry: (err) => !(err instanceof NotFoundError) && !stopped,
+          signal: stopCtl.signal,
+        });
+        if (stopped) {
+          h.kill();
+          return;
         }
+        current = h;
+        restarts++;
+      } catch (err) {
+        if (stopped) return;
+        throw err instanceof VmUnavailableError || err instanceof NotFoundError
+          ? err
+          : new VmUnavailableError(vm, `VM ${vm}: following ${path} broke and could not be resumed: ${(err as Error).message}`);
       }
     }
   };
@@ -289,7 +275,7 @@ class SshSession implements VmSession {
   ) {}
 
   probe(req: ProbeRequest, opts: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<ProbeResponse> {
-    return abortable(abortable(this.transport.probe(req, { timeoutMs: opts.timeoutMs }), opts.signal), this.signal);
+    return abortable(this.transport.probe(req, { timeoutMs: opts.timeoutMs }), opts.signal, this.signal);
   }
 
   exec(argv: readonly string[], opts: SessionExecOptions): Promise<ExecResult> {
@@ -320,11 +306,11 @@ class DriverSession implements VmSession {
     private readonly driver: VmDriver,
     private readonly signal: AbortSignal | undefined,
     private readonly notice: (msg: string) => void,
+    private readonly installCache: GuestInstallCache | undefined,
   ) {}
 
   probe(req: ProbeRequest, opts: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<ProbeResponse> {
-    const signal = opts.signal ?? this.signal;
-    return probeVm(this.driver, this.vm, req, { timeoutMs: opts.timeoutMs, ...(signal ? { signal } : {}) });
+    return probeVm(this.driver, this.vm, req, { timeoutMs: opts.timeoutMs, signal: opts.signal ?? this.signal, installCache: this.installCache });
   }
 
   exec(argv: readonly string[], opts: SessionExecOptions): Promise<ExecResult> {

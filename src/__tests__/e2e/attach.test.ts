@@ -1,6 +1,6 @@
 // `fabrik run attach` (attachRun) end to end on a LOCAL-driver VM: a registry row points at a fake control dir
-// whose log is appended by a background writer that finally writes exit_code. Real probe (bun or python3 on
-// the host), real `tail -F` through the driver's stream path; no engine needed.
+// whose log is appended by a background writer that finally writes exit_code. Real probe (the fixtures' bun,
+// put at ~/.bun/bin/bun in the VM's home), real `tail -F` through the driver's stream path; no engine needed.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -14,6 +14,7 @@ import { NotFoundError } from "../../core/errors.js";
 import { LocalDriver } from "../../vm/local-driver.js";
 import { main } from "../../fabrik/cli.js";
 import { openVmSession } from "../../vm/session.js";
+import { REPO_ROOT, ensureFixtures } from "../helpers/fixtures.js";
 
 const VM = "attach-vm";
 let home = "";
@@ -75,7 +76,11 @@ describe("attachRun on a local-driver VM", () => {
     await driver.create({ name: VM, timeoutMs: 10_000 });
     await driver.start(VM);
     guestHome = driver.guestHome(VM);
-  });
+    // The probe needs bun in the VM (where an engine or bun's installer puts it); ensureFixtures installs one.
+    await ensureFixtures();
+    fs.mkdirSync(path.join(guestHome, ".bun/bin"), { recursive: true });
+    fs.symlinkSync(fs.realpathSync(path.join(REPO_ROOT, ".cache/engines/0.32.0/.runtime/node_modules/.bin/bun")), path.join(guestHome, ".bun/bin/bun"));
+  }, 600_000);
 
   afterAll(() => {
     for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");

@@ -1,8 +1,8 @@
 /**
- * The guest probe (guest/probe.js with the real bun, guest/probe.py with /usr/bin/python3) against REAL engine
+ * The guest probe (dist/guest/probe.js, bundled from src/vm/guest/probe.ts, with the real bun) against REAL engine
  * DBs (the fixtures of scripts/make-fixtures.mjs, always through byte-for-byte copies) and hand-made control
- * dirs. Every answer is validated with ProbeResponseSchema. The python probe must report the same facts except
- * the octet_length()-based sizes, which it reports as null.
+ * dirs. Every answer is validated with ProbeResponseSchema. (The python fallback probe was retired: bun is present
+ * wherever an engine ran.)
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -12,12 +12,11 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProbeResponseSchema, type DbFacts, type ProbeRequest, type ProbeResponse, type ProbeRunRequest } from "../../vm/probe-schema.js";
+import { guestBundlePath } from "../../vm/guest-programs.js";
 import { REPO_ROOT, copyFixtureDb, ensureFixtures, fixtureCase, type FixtureCaseName, type Manifest } from "../helpers/fixtures.js";
 
-const PROBE_JS = path.join(REPO_ROOT, "guest/probe.js");
-const PROBE_PY = path.join(REPO_ROOT, "guest/probe.py");
-const PYTHON = "/usr/bin/python3";
-const HAVE_PYTHON = fs.existsSync(PYTHON);
+// Built by the vitest global setup (src/__tests__/setup/build-guest.ts) when missing or stale.
+const PROBE_JS = guestBundlePath("probe");
 
 let dir = "";
 let manifest: Manifest;
@@ -61,14 +60,12 @@ function fixtureCopy(version: string, name: FixtureCaseName): string {
   return p;
 }
 
-type Tool = "bun" | "python3";
+type Tool = "bun";
 
 function runProbeRaw(tool: Tool, input: string, args: string[] = []): { stdout: string; stderr: string; status: number | null; ms: number } {
   const t0 = performance.now();
-  const r =
-    tool === "bun"
-      ? spawnSync(bun, [PROBE_JS, ...args], { input, encoding: "utf8", maxBuffer: 64 << 20, timeout: 30_000 })
-      : spawnSync(PYTHON, [PROBE_PY, ...args], { input, encoding: "utf8", maxBuffer: 64 << 20, timeout: 30_000 });
+  expect(tool).toBe("bun");
+  const r = spawnSync(bun, [PROBE_JS, ...args], { input, encoding: "utf8", maxBuffer: 64 << 20, timeout: 30_000 });
   return { stdout: r.stdout, stderr: r.stderr, status: r.status, ms: performance.now() - t0 };
 }
 
@@ -110,21 +107,15 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** The bun probe gives real sizes; the python fallback (SQLite 3.40, no octet_length) gives null. */
-function expectSizes(tool: Tool, db: DbFacts, check: (d: { rt: number; ej: number; over: number }) => void) {
-  if (tool === "python3") {
-    expect(db.max_response_text_bytes).toBeNull();
-    expect(db.max_error_json_bytes).toBeNull();
-    expect(db.oversized_values).toBeNull();
-  } else {
-    expect(db.max_response_text_bytes).not.toBeNull();
-    check({ rt: db.max_response_text_bytes ?? -1, ej: db.max_error_json_bytes ?? -1, over: db.oversized_values ?? -1 });
-  }
+/** The probe reads real sizes with octet_length (bun's SQLite ≥ 3.43). */
+function expectSizes(_tool: Tool, db: DbFacts, check: (d: { rt: number; ej: number; over: number }) => void) {
+  expect(db.max_response_text_bytes).not.toBeNull();
+  check({ rt: db.max_response_text_bytes ?? -1, ej: db.max_error_json_bytes ?? -1, over: db.oversized_values ?? -1 });
 }
 
 const steps = (states: string[]) => states.map((state, i) => ({ node_id: `step-${i + 1}`, state }));
 
-const TOOLS: Tool[] = HAVE_PYTHON ? ["bun", "python3"] : ["bun"];
+const TOOLS: Tool[] = ["bun"];
 
 describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
   for (const version of ["0.32.0", "0.5.0"]) {

@@ -1,4 +1,4 @@
-// End-to-end tests of the persistent SSH transport (src/vm/ssh-transport.ts) and VmSession (src/vm/session.ts)
+// End-to-end tests of the persistent SSH transport (src/vm/transport/) and VmSession (src/vm/session.ts)
 // against a stand-in Lima VM's REAL OpenSSH sshd (scripts/limactl-standin). Needs root (namespaces) and sshd.
 // One VM per file, in a private LIMA_HOME; it is powered off in afterAll.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
@@ -9,10 +9,11 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import v8 from "node:v8";
 import vm from "node:vm";
-import { SshTransport } from "../../vm/ssh-transport.js";
+import { SshTransport } from "../../vm/transport/index.js";
 import { openVmSession, type FileFollower } from "../../vm/session.js";
 import { LimaDriver, parseSshConfig } from "../../vm/lima-driver.js";
 import { probeVm } from "../../vm/probe.js";
+import { MemoryGuestInstallCache, loadGuestProgram } from "../../vm/guest-programs.js";
 import type { SshTarget } from "../../vm/driver.js";
 import type { ProbeRequest } from "../../vm/probe-schema.js";
 import { VmUnavailableError } from "../../core/errors.js";
@@ -122,7 +123,7 @@ describe.skipIf(SKIP !== null)(`ssh transport against a stand-in VM's sshd${SKIP
     expect(t).toBeDefined();
     target = t!;
     driver = new LimaDriver({ limactl: "limactl", cacheDir: path.join(limaHome, "_fabrik-cache") });
-    // Give the guest the repo's bun where the probe wrapper looks for an engine's bun (else it uses python3).
+    // Give the guest the repo's bun where the probe wrapper looks for an engine's bun (a VM without bun cannot probe).
     const engines = path.join(REPO, ".cache/engines");
     const candidates = [
       path.join(REPO, "node_modules/bun/bin/bun.exe"),
@@ -185,6 +186,26 @@ describe.skipIf(SKIP !== null)(`ssh transport against a stand-in VM's sshd${SKIP
     );
     t.close();
     await expect(t.probe(request(controlDir), { timeoutMs: 1000 })).rejects.toBeInstanceOf(VmUnavailableError);
+  });
+
+  it("the serve channel installs the probe once per content hash; a stale install cache costs one restart", async () => {
+    const program = loadGuestProgram("probe");
+    const installed = path.join(limaHome, VM, "guest-home/.fabrik/guest", program.hash, "probe.js");
+    fs.rmSync(path.dirname(installed), { recursive: true, force: true }); // the VM "lost" it
+    const cache = new MemoryGuestInstallCache();
+    cache.add(VM, program.hash); // …but the host believes it is there
+    const t = new SshTransport(VM, target, { installCache: cache });
+    cleanups.push(() => t.close());
+    const r = await t.probe(request(controlDir), { timeoutMs: 20_000 });
+    expect(r.runs[0]?.control?.exit_code).toBe(0);
+    expect(fs.readFileSync(installed, "utf8")).toBe(program.text);
+    expect(cache.has(VM, program.hash)).toBe(true);
+    t.close();
+    // A fresh channel now sends no program: still answers.
+    const again = new SshTransport(VM, target, { installCache: cache });
+    cleanups.push(() => again.close());
+    expect((await again.probe(request(controlDir), { timeoutMs: 20_000 })).runs[0]?.key).toBe("7");
+    again.close();
   });
 
   it("execs argv exactly (quoting, stdin, exit codes) and enforces deadlines", async () => {
@@ -338,7 +359,7 @@ describe.skipIf(SKIP !== null)(`ssh transport against a stand-in VM's sshd${SKIP
     const t = new SshTransport(VM, target);
     cleanups.push(() => t.close());
     for (let i = 0; i < 500; i++) await t.probe(request(controlDir), { timeoutMs: 5_000 });
-    const ch = (t as unknown as { probeChannel: { ch: NodeJS.EventEmitter & { stderr: NodeJS.EventEmitter } } }).probeChannel.ch;
+    const ch = (t as unknown as { probes: { channel: { ch: NodeJS.EventEmitter & { stderr: NodeJS.EventEmitter } } } }).probes.channel.ch;
     const listeners = () => [ch.listenerCount("data"), ch.listenerCount("close"), ch.stderr.listenerCount("data")].join(",");
     const listenersBefore = listeners();
     // A real full GC before each reading, so the numbers show retained memory rather than garbage not yet collected.

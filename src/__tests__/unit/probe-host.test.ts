@@ -1,7 +1,9 @@
 /**
  * probeVm (src/vm/probe.ts) with a FAKE VmDriver whose exec runs the argv locally: the real PROBE_WRAPPER
- * picks a tool from a temp HOME (a fake engine folder whose bun is a symlink to the real one) or PATH, and the
- * real guest probe answers. Checks the one-call contract, output validation and the typed errors.
+ * finds bun in a temp HOME (a fake engine folder, ~/.bun/bin or a run folder, each a symlink to the real bun) or
+ * not at all, installs the bundled probe under $HOME/.fabrik/guest/<hash>/, and the real guest probe answers.
+ * Checks the one-call contract, the install-once protocol, the bytes per call, output validation and the typed
+ * errors.
  */
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -11,8 +13,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DriverName } from "../../fabrik/config.js";
 import { VmUnavailableError } from "../../core/errors.js";
 import type { ExecOptions, ExecResult, VmDriver } from "../../vm/driver.js";
-import { PROBE_MAX_OUTPUT_BYTES, PROBE_WRAPPER, ProbeError, loadGuestProbe, probeVm } from "../../vm/probe.js";
-import { ProbeRequestSchema } from "../../vm/probe-schema.js";
+import {
+  FileGuestInstallCache,
+  GUEST_EXIT_NOT_INSTALLED,
+  MemoryGuestInstallCache,
+  guestBundlePath,
+  guestHash,
+  loadGuestProgram,
+} from "../../vm/guest-programs.js";
+import { gunzipSync } from "node:zlib";
+import { NoBunError, PROBE_MAX_OUTPUT_BYTES, PROBE_WRAPPER, ProbeError, encodeGuestRequest, probeArgv, probeBunCandidates, probeVm, requestBytes } from "../../vm/probe.js";
+import { ProbeRequestSchema, type ProbeRequest } from "../../vm/probe-schema.js";
 import { shellJoin } from "../../vm/shell-quote.js";
 import { REPO_ROOT, copyFixtureDb, ensureFixtures, fixtureCase } from "../helpers/fixtures.js";
 
@@ -67,7 +78,7 @@ let bun = "";
 
 beforeAll(async () => {
   const { dir, manifest } = await ensureFixtures();
-  bun = path.join(REPO_ROOT, ".cache/engines/0.32.0/.runtime/node_modules/.bin/bun");
+  bun = fs.realpathSync(path.join(REPO_ROOT, ".cache/engines/0.32.0/.runtime/node_modules/.bin/bun"));
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-probe-host-"));
   dbPath = copyFixtureDb(dir, fixtureCase(manifest, "0.32.0", "failed"));
 }, 600_000);
@@ -82,68 +93,156 @@ function homeWithEngine(): string {
   const home = fs.mkdtempSync(path.join(tmp, "home-"));
   const bin = path.join(home, ".fabrik/engines/0.32.0/.runtime/node_modules/.bin");
   fs.mkdirSync(bin, { recursive: true });
-  fs.symlinkSync(fs.realpathSync(bun), path.join(bin, "bun"));
+  fs.symlinkSync(bun, path.join(bin, "bun"));
   fs.writeFileSync(path.join(home, ".fabrik/engines/0.32.0/.fabrik-engine.json"), "{}");
   return home;
 }
 
-/** A PATH holding only `sh` (no bun, no python3). */
-function pathWithOnlySh(): string {
+/** A PATH holding only what the wrapper needs (sh, mkdir, chmod, mv, rm): no bun, no python3. */
+function pathWithoutBun(): string {
   const d = fs.mkdtempSync(path.join(tmp, "bin-"));
-  fs.symlinkSync("/bin/sh", path.join(d, "sh"));
+  for (const tool of ["sh", "mkdir", "chmod", "mv", "rm"]) fs.symlinkSync(`/bin/${tool}`, path.join(d, tool));
   return d;
 }
 
-const request = () => ({ v: 1 as const, runs: [{ key: "42", control_dir: null, db_path: dbPath, smithers_run_id: "fx-0.32.0-failed" }] });
+const request = (): ProbeRequest => ({ v: 1, runs: [{ key: "42", control_dir: null, db_path: dbPath, smithers_run_id: "fx-0.32.0-failed" }] });
 
-describe("probeVm", () => {
-  it("makes exactly one exec call (sh -c WRAPPER) and returns the validated answer from the engine's bun", async () => {
-    const driver = new FakeDriver({ HOME: homeWithEngine(), PATH: pathWithOnlySh() });
-    const res = await probeVm(driver, "vm-1", request(), { timeoutMs: 20_000 });
+/** The program text the call carried (argv[5]: "" = not sent). */
+const sentText = (c: Call | undefined) => c?.argv[5];
+
+describe("probeVm: one call, the probe installed once per content hash", () => {
+  it("first call installs and runs in ONE exec; the answer comes from the engine's bun", async () => {
+    const home = homeWithEngine();
+    const driver = new FakeDriver({ HOME: home, PATH: pathWithoutBun() });
+    const cache = new MemoryGuestInstallCache();
+    const program = loadGuestProgram("probe");
+    const res = await probeVm(driver, "vm-1", request(), { timeoutMs: 20_000, installCache: cache });
     expect(driver.calls).toHaveLength(1);
     const call = driver.calls[0];
-    const { js, py } = loadGuestProbe();
     expect(call?.vm).toBe("vm-1");
-    expect(call?.argv).toEqual(["sh", "-c", PROBE_WRAPPER, "fabrik-probe", js, py]);
+    expect(call?.argv).toEqual(["sh", "-c", PROBE_WRAPPER, "fabrik-probe", program.hash, program.text, "once"]);
     expect(call?.opts).toMatchObject({ timeoutMs: 20_000, skipStatusCheck: true, maxOutputBytes: PROBE_MAX_OUTPUT_BYTES });
     expect(JSON.parse(String(call?.opts.stdin))).toEqual(ProbeRequestSchema.parse(request())); // defaults filled
     expect(res.tool).toBe("bun");
     expect(res.runs[0]?.key).toBe("42");
     expect(res.runs[0]?.db?.run?.status).toBe("failed");
     expect(res.runs[0]?.db?.last_failed?.error).toBe("step-3 failed on purpose (failAt=3)");
+    // Installed: dir 0700, file 0600, the exact bundle, named by its hash.
+    const dir = path.join(home, ".fabrik/guest", program.hash);
+    const file = path.join(dir, "probe.js");
+    expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(path.join(home, ".fabrik/guest")).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(file, "utf8")).toBe(program.text);
+    expect(fs.readdirSync(dir)).toEqual(["probe.js"]); // no temp file left
+    expect(cache.has("vm-1", program.hash)).toBe(true);
   });
 
-  it.runIf(fs.existsSync("/usr/bin/python3"))("falls back to python3 when the VM has no bun", async () => {
-    const driver = new FakeDriver({ HOME: fs.mkdtempSync(path.join(tmp, "home-")), PATH: "/usr/bin:/bin" });
-    const res = await probeVm(driver, "vm-py", request(), { timeoutMs: 20_000 });
+  it("a second probe call sends no program text, only the hash and the request", async () => {
+    const driver = new FakeDriver({ HOME: homeWithEngine(), PATH: pathWithoutBun() });
+    const cache = new MemoryGuestInstallCache();
+    await probeVm(driver, "vm-2", request(), { timeoutMs: 20_000, installCache: cache });
+    const res = await probeVm(driver, "vm-2", request(), { timeoutMs: 20_000, installCache: cache });
+    expect(driver.calls).toHaveLength(2);
+    const program = loadGuestProgram("probe");
+    expect(sentText(driver.calls[0])).toBe(program.text);
+    expect(sentText(driver.calls[1])).toBe("");
+    expect(driver.calls[1]?.argv.join("\n")).not.toContain("bun:sqlite");
+    expect(res.runs[0]?.db?.run?.status).toBe("failed");
+  });
+
+  it("a large request travels gzipped on stdin and the guest reads it (20 runs, one call)", async () => {
+    const driver = new FakeDriver({ HOME: homeWithEngine(), PATH: pathWithoutBun() });
+    const req: ProbeRequest = { v: 1, runs: Array.from({ length: 20 }, (_, i) => ({ key: `k${i}`, control_dir: null, db_path: dbPath, smithers_run_id: "fx-0.32.0-failed" })) };
+    const res = await probeVm(driver, "vm-gz", req, { timeoutMs: 20_000, installCache: new MemoryGuestInstallCache() });
     expect(driver.calls).toHaveLength(1);
-    expect(res.tool).toBe("python3");
-    expect(res.runs[0]?.db?.by_state).toEqual({ finished: 2, failed: 1, pending: 3 });
-    expect(res.runs[0]?.db?.max_response_text_bytes).toBeNull();
+    expect(Buffer.isBuffer(driver.calls[0]?.opts.stdin)).toBe(true);
+    expect(res.runs.map((r) => r.key)).toEqual(req.runs.map((r) => r.key));
+    expect(res.runs.every((r) => r.db?.run?.status === "failed")).toBe(true);
   });
 
-  it("no bun and no python3: ProbeError 'no bun or python3 in the VM' (wrapper exit 3)", async () => {
-    const driver = new FakeDriver({ HOME: fs.mkdtempSync(path.join(tmp, "home-")), PATH: pathWithOnlySh() });
-    const err = await probeVm(driver, "vm-bare", request(), { timeoutMs: 20_000 }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ProbeError);
-    expect((err as ProbeError).vm).toBe("vm-bare");
-    expect((err as ProbeError).reason).toBe("no bun or python3 in the VM");
-    expect((err as ProbeError).remoteExitCode).toBe(3);
+  it("a stale cache (the VM lost the file): exit 79, then ONE retry that installs again", async () => {
+    const home = homeWithEngine();
+    const driver = new FakeDriver({ HOME: home, PATH: pathWithoutBun() });
+    const cache = new MemoryGuestInstallCache();
+    const program = loadGuestProgram("probe");
+    cache.add("vm-3", program.hash); // believed installed, but never was
+    const res = await probeVm(driver, "vm-3", request(), { timeoutMs: 20_000, installCache: cache });
+    expect(driver.calls.map(sentText)).toEqual(["", program.text]);
+    expect(res.runs[0]?.key).toBe("42");
+    expect(fs.existsSync(path.join(home, ".fabrik/guest", program.hash, "probe.js"))).toBe(true);
+    // And the wrapper's own answer to a missing program is the distinct code, with nothing run.
+    const bare = new FakeDriver({ HOME: homeWithEngine(), PATH: pathWithoutBun() });
+    const r = await bare.exec("vm", probeArgv(program, false, "once", []), { timeoutMs: 10_000, stdin: JSON.stringify(request()) });
+    expect(r.exitCode).toBe(GUEST_EXIT_NOT_INSTALLED);
+    expect(r.stdout).toBe("");
+  });
+
+  it("a file-backed cache is shared between processes (here: two cache objects on one file)", async () => {
+    const file = path.join(tmp, "cache", "guest-installs.json");
+    const driver = new FakeDriver({ HOME: homeWithEngine(), PATH: pathWithoutBun() });
+    await probeVm(driver, "vm-4", request(), { timeoutMs: 20_000, installCache: new FileGuestInstallCache(file) });
+    await probeVm(driver, "vm-4", request(), { timeoutMs: 20_000, installCache: new FileGuestInstallCache(file) });
+    expect(driver.calls.map((c) => sentText(c) === "")).toEqual([false, true]);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(fs.readFileSync(file, "utf8"))).toEqual({ v: 1, vms: { "vm-4": [loadGuestProgram("probe").hash] } });
+  });
+
+  it("finds bun in ~/.bun/bin, on PATH, or in a requested run's workflow/node_modules/.bin", async () => {
+    const viaHomeBun = fs.mkdtempSync(path.join(tmp, "home-"));
+    fs.mkdirSync(path.join(viaHomeBun, ".bun/bin"), { recursive: true });
+    fs.symlinkSync(bun, path.join(viaHomeBun, ".bun/bin/bun"));
+    expect((await probeVm(new FakeDriver({ HOME: viaHomeBun, PATH: pathWithoutBun() }), "a", request(), { timeoutMs: 20_000, installCache: new MemoryGuestInstallCache() })).tool).toBe("bun");
+
+    const onPath = pathWithoutBun();
+    fs.symlinkSync(bun, path.join(onPath, "bun"));
+    expect((await probeVm(new FakeDriver({ HOME: fs.mkdtempSync(path.join(tmp, "home-")), PATH: onPath }), "b", request(), { timeoutMs: 20_000, installCache: new MemoryGuestInstallCache() })).tool).toBe("bun");
+
+    const cd = fs.mkdtempSync(path.join(tmp, "run-"));
+    fs.mkdirSync(path.join(cd, "workflow/node_modules/.bin"), { recursive: true });
+    fs.symlinkSync(bun, path.join(cd, "workflow/node_modules/.bin/bun"));
+    const req: ProbeRequest = { v: 1, runs: [{ key: "9", control_dir: cd, db_path: dbPath, smithers_run_id: null }] };
+    const driver = new FakeDriver({ HOME: fs.mkdtempSync(path.join(tmp, "home-")), PATH: pathWithoutBun() });
+    const res = await probeVm(driver, "c", req, { timeoutMs: 20_000, installCache: new MemoryGuestInstallCache() });
+    expect(res.runs[0]?.control?.exists).toBe(true);
+    expect(driver.calls[0]?.argv.slice(7)).toEqual([`${cd}/workflow/node_modules/.bin/bun`]); // a positional arg, never interpolated
+  });
+
+  it("no bun anywhere: NoBunError (kind prerequisite) naming the VM, where it looked and the fix; nothing installed", async () => {
+    const home = fs.mkdtempSync(path.join(tmp, "home-"));
+    const driver = new FakeDriver({ HOME: home, PATH: pathWithoutBun() });
+    const req: ProbeRequest = { v: 1, runs: [{ key: "1", control_dir: "/nonexistent/run-1", db_path: null, smithers_run_id: null }] };
+    const err = await probeVm(driver, "vm-bare", req, { timeoutMs: 20_000, installCache: new MemoryGuestInstallCache() }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NoBunError);
+    const e = err as NoBunError;
+    expect(e.kind).toBe("prerequisite");
+    expect(e.vm).toBe("vm-bare");
+    expect(e.message).toBe(
+      "VM vm-bare: no bun found (looked in ~/.fabrik/engines/*/.runtime/node_modules/.bin/bun, ~/.bun/bin/bun, bun on PATH, 1 run folder's workflow/node_modules/.bin/bun); fabrik's guest programs need bun ≥ 1.3",
+    );
+    expect(e.hint).toContain("fabrik vm create");
+    expect(e.hint).toContain("install bun on the guest's PATH");
+    expect(e.looked).toContain("/nonexistent/run-1/workflow/node_modules/.bin/bun");
     expect(driver.calls).toHaveLength(1);
+    expect(fs.existsSync(path.join(home, ".fabrik"))).toBe(false);
   });
+});
 
+describe("probeVm: output validation and errors", () => {
   it("invalid output → ProbeError (not JSON, wrong shape, non-zero exit)", async () => {
     const cases: [ExecResult, RegExp][] = [
       [{ exitCode: 0, stdout: "Welcome to the VM\n<html>", stderr: "", durationMs: 1 }, /^invalid probe output: not JSON/],
       [{ exitCode: 0, stdout: "", stderr: "", durationMs: 1 }, /^invalid probe output: empty/],
       [{ exitCode: 0, stdout: '{"v":1,"tool":"bun"}\n', stderr: "", durationMs: 1 }, /^invalid probe output: .*tool_version/],
+      [{ exitCode: 0, stdout: '{"v":1,"tool":"python3","tool_version":"3","sqlite_version":"3","now_ms":1,"runs":[],"discovered":[]}\n', stderr: "", durationMs: 1 }, /^invalid probe output: tool/],
       [{ exitCode: 0, stdout: `${JSON.stringify({ v: 1, tool: "bun", tool_version: "1", sqlite_version: "3", now_ms: 1, runs: [{ key: "x".repeat(300), control: null, db: null, errors: [] }], discovered: [] })}\n`, stderr: "", durationMs: 1 }, /^invalid probe output: runs\.0\.key/],
       [{ exitCode: 2, stdout: "", stderr: "fabrik-probe: bad request: boom\n", durationMs: 1 }, /^probe exited 2: fabrik-probe: bad request: boom$/],
       [{ exitCode: 137, stdout: "", stderr: "", durationMs: 1 }, /^probe exited 137$/],
+      [{ exitCode: 78, stdout: "", stderr: "fabrik-guest: cannot write /h/.fabrik/guest/x/probe.js\n", durationMs: 1 }, /^cannot install the probe in the VM: fabrik-guest: cannot write/],
     ];
     for (const [canned, re] of cases) {
       const driver = new FakeDriver({ HOME: tmp, PATH: "/bin" }, canned);
-      const err = await probeVm(driver, "vm-x", request(), { timeoutMs: 1000 }).catch((e: unknown) => e);
+      const err = await probeVm(driver, "vm-x", request(), { timeoutMs: 1000, installCache: new MemoryGuestInstallCache() }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ProbeError);
       expect((err as ProbeError).reason).toMatch(re);
       expect((err as ProbeError).message).toMatch(/^vm-x: probe: /);
@@ -162,13 +261,53 @@ describe("probeVm", () => {
     await expect(probeVm(driver, "vm", { v: 1, runs: [], max_nodes: 0 }, { timeoutMs: 1000 })).rejects.toThrow();
     expect(driver.calls).toHaveLength(0);
   });
+});
 
-  it("guest texts are cached and fit in one ssh command line (Linux caps one argument at 128 KiB)", () => {
-    const a = loadGuestProbe();
-    expect(loadGuestProbe()).toBe(a);
-    expect(a.js).toContain("bun:sqlite");
-    expect(a.py).toContain("import sqlite3");
-    const line = shellJoin(["sh", "-c", PROBE_WRAPPER, "fabrik-probe", a.js, a.py]);
-    expect(Buffer.byteLength(line)).toBeLessThan(120 * 1024);
+describe("the probe on the wire", () => {
+  /** 20 runs laid out as `fabrik run` lays them out. */
+  const twentyRuns = (): ProbeRequest =>
+    ProbeRequestSchema.parse({
+      v: 1,
+      runs: Array.from({ length: 20 }, (_, i) => {
+        const id = 1000 + i;
+        const cd = `/home/ralph.guest/work/ralph-1/.runs/${id}-seq`;
+        return { key: String(id), control_dir: cd, db_path: `${cd}/.smithers/run-${id}.db`, smithers_run_id: `fabrik-${id}` };
+      }),
+    });
+
+  it("a call without the program is < 4 KB for 20 runs; the first call stays well under the 128 KiB argument cap", () => {
+    const program = loadGuestProgram("probe");
+    const req = twentyRuns();
+    const json = JSON.stringify(req);
+    const stdin = encodeGuestRequest(json);
+    expect(Buffer.isBuffer(stdin)).toBe(true); // 20 runs of JSON are over the gzip threshold
+    expect(gunzipSync(stdin as Buffer).toString("utf8")).toBe(json);
+    const candidates = probeBunCandidates(req);
+    const steady = requestBytes(probeArgv(program, false, "once", candidates), stdin);
+    const first = requestBytes(probeArgv(program, true, "once", candidates), stdin);
+    const plainJson = requestBytes(probeArgv(program, false, "once", candidates), json);
+    console.log(
+      `[probe bytes] 20 runs: ${steady} bytes per call once installed (request JSON ${Buffer.byteLength(json)}, on stdin ${(stdin as Buffer).length}; ` +
+        `${plainJson} with plain JSON), ${first} bytes on the installing call (program ${program.bytes})`,
+    );
+    expect(steady).toBeLessThan(4 * 1024);
+    // ssh hands the whole remote command to the guest shell as ONE argument (Linux MAX_ARG_STRLEN = 128 KiB).
+    expect(Buffer.byteLength(shellJoin(probeArgv(program, true, "serve", candidates)))).toBeLessThan(100 * 1024);
+  });
+
+  it("the bundles hold no zod (types only cross over) and are what the host hashes", () => {
+    for (const name of ["probe", "resume"] as const) {
+      const p = loadGuestProgram(name);
+      expect(loadGuestProgram(name)).toBe(p); // read once
+      expect(p.file).toBe(guestBundlePath(name));
+      expect(p.hash).toBe(guestHash(fs.readFileSync(p.file, "utf8")));
+      expect(p.hash).toMatch(/^[0-9a-f]{16}$/);
+      expect(p.text).not.toMatch(/\bzod\b/);
+      expect(p.text).not.toMatch(/sourceMappingURL/);
+      expect(p.text).toContain('require("bun:sqlite")');
+      const inputs = Object.keys((JSON.parse(fs.readFileSync(p.file.replace(/\.js$/, ".meta.json"), "utf8")) as { inputs: Record<string, unknown> }).inputs);
+      expect(inputs.filter((i) => i.includes("node_modules"))).toEqual([]);
+      expect(inputs.every((i) => i.startsWith("src/vm/guest/") || i.startsWith("src/core/"))).toBe(true);
+    }
   });
 });

@@ -2,7 +2,7 @@
  * planResume (pure): the guide's "Resume Creates New Runs" regression tests as tests of the generated script,
  * the progress banner with real values, the verb per dialect, and the refusal rules as a table.
  */
-import { describe, it, expect } from "vitest";
+import { afterAll, describe, it, expect } from "vitest";
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -13,8 +13,10 @@ import type { RunRecord } from "../../fabrik/registry.js";
 import type { RunObservation as Observation } from "../../vm/probe.js";
 import { renderResumePlan } from "../../fabrik/render/resume.js";
 import type { DbFacts, NodeFact, PidFact, ProbeRunResult } from "../../vm/probe-schema.js";
-import { RESUME_EXIT_LOCKED, RESUME_EXIT_NO_BUN, RESUME_WRAPPER, loadGuestResume, requestFor } from "../../fabrik/resume-service.js";
-import { REPO_ROOT } from "../helpers/fixtures.js";
+import { RESUME_EXIT_LOCKED, RESUME_EXIT_NO_BUN, requestFor, resumeArgv } from "../../fabrik/resume-service.js";
+import { engineHeartbeatCheck, modeForStatus } from "../../core/resume-rules.js";
+import { guestBundlePath, loadGuestProgram } from "../../vm/guest-programs.js";
+import { REPO_ROOT, copyFixtureDb, ensureFixtures, fixtureCase } from "../helpers/fixtures.js";
 
 const NOW = 1_800_000_000_000;
 const HOME = "/home/u";
@@ -294,10 +296,14 @@ describe("planResume: refusal rules", () => {
     { name: "zombie engine, --force", f: { owner: null, engine: zombie, child: null }, force: true, code: "PROCESS_ALIVE" },
     { name: "fresh heartbeat", f: { heartbeatAgeMs: 5_000 }, code: "HEARTBEAT_FRESH" },
     { name: "fresh heartbeat, --force", f: { heartbeatAgeMs: 5_000 }, force: true, code: null },
-    { name: "heartbeat exactly at the limit is stale", f: { heartbeatAgeMs: 30_000 }, code: null },
+    // Inclusive boundary (src/core/liveness.ts): an age equal to the threshold is still fresh.
+    { name: "heartbeat exactly at the limit is still fresh", f: { heartbeatAgeMs: 30_000 }, code: "HEARTBEAT_FRESH" },
+    { name: "heartbeat 1 ms past the limit is stale", f: { heartbeatAgeMs: 30_001 }, code: null },
     { name: "finished run", f: { status: "finished", nodes: nodeList(SIX, SIX.map(() => "finished")) }, code: "RUN_FINISHED" },
     { name: "finished run, --force", f: { status: "finished" }, force: true, code: "RUN_FINISHED" },
     { name: "waiting run", f: { status: "waiting-approval" }, code: "RUN_NOT_RESUMABLE" },
+    { name: "paused run", f: { status: "paused" }, code: "RUN_NOT_RESUMABLE" },
+    { name: "continued run (continued as a new run)", f: { status: "continued" }, code: "RUN_NOT_RESUMABLE" },
     { name: "missing DB", f: { dbExists: false }, code: "DB_MISSING" },
     { name: "corrupt DB", f: { dbError: "not a database" }, code: "DB_UNREADABLE" },
     { name: "unknown schema", f: { schema: "unknown" }, code: "DB_UNKNOWN_SCHEMA" },
@@ -369,15 +375,57 @@ describe("withVmChecks and rendering", () => {
   });
 });
 
+describe("one set of resume rules (src/core/resume-rules.ts) for the planner and the VM", () => {
+  it("the heartbeat boundary: age == threshold is fresh for the planner and for the rule the VM calls", () => {
+    for (const threshold of [30_000, 2_000, 600_000]) {
+      const at = planResume({ ...input({ heartbeatAgeMs: threshold }), thresholds: { engineHeartbeatStaleMs: threshold } });
+      const rule = engineHeartbeatCheck({ heartbeat_at_ms: NOW - threshold, started_at_ms: NOW - 3_600_000 }, NOW, threshold, false);
+      expect(rule.fresh).toBe(true);
+      expect(at.reasons.find((r) => r.code === "HEARTBEAT_FRESH")).toEqual(rule.reason);
+      const past = planResume({ ...input({ heartbeatAgeMs: threshold + 1 }), thresholds: { engineHeartbeatStaleMs: threshold } });
+      expect(engineHeartbeatCheck({ heartbeat_at_ms: NOW - threshold - 1, started_at_ms: null }, NOW, threshold, false).fresh).toBe(false);
+      expect(past.allowed, JSON.stringify(past.reasons)).toBe(true);
+    }
+    // The hint formats the configured threshold, never a literal 30 s.
+    expect(engineHeartbeatCheck({ heartbeat_at_ms: NOW, started_at_ms: null }, NOW, 2_000, false).reason?.hint).toContain("older than 2s");
+  });
+
+  it("the VM's program is bundled from that same rule module (and the liveness rule), not a copy", () => {
+    const meta = JSON.parse(fs.readFileSync(guestBundlePath("resume").replace(/\.js$/, ".meta.json"), "utf8")) as { inputs: Record<string, unknown> };
+    expect(Object.keys(meta.inputs)).toEqual(expect.arrayContaining(["src/core/resume-rules.ts", "src/core/liveness.ts", "src/vm/guest/resume.ts"]));
+    const src = fs.readFileSync(path.join(REPO_ROOT, "src/vm/guest/resume.ts"), "utf8");
+    expect(src).toMatch(/engineHeartbeatCheck\(run, Date\.now\(\), req\.engine_heartbeat_stale_ms, req\.force\)/);
+    expect(src).not.toMatch(/heartbeat_at_ms[^\n]*[<>]=?/); // no comparison of its own
+  });
+
+  it("status -> mode: `continued` and waiting runs are refused the same way everywhere", () => {
+    expect(modeForStatus("continued")).toEqual({ reason: expect.objectContaining({ code: "RUN_NOT_RESUMABLE", message: "the run was continued as a new run (status continued)" }) });
+    expect(plan({ status: "continued" }).reasons[0]).toEqual((modeForStatus("continued") as { reason: unknown }).reason);
+  });
+});
+
 // The VM-side wrapper run locally (bash + the repo's engine bun): the lock rules, without a VM.
 const LOCAL_BUN = path.join(REPO_ROOT, ".cache/engines/0.32.0/.runtime/node_modules/.bin/bun");
 describe.skipIf(!fs.existsSync(LOCAL_BUN))("RESUME_WRAPPER (local bash, real bun)", () => {
-  const wrap = (dir: string, mode: "apply" | "dry-run", bun = LOCAL_BUN) => {
-    const p = plan({}, { run: runRecord({ control_dir: dir, workflow_path: `${dir}/workflow/seq.tsx`, smithers_db_path: `${dir}/.smithers/run-113.db` }) });
-    const req = requestFor(p, { id: 113, dryRun: mode === "dry-run", force: false, fix: false, fixLimitBytes: 102400, yes: true }, 30_000, mode === "dry-run");
-    return spawnSync("bash", ["-c", RESUME_WRAPPER, "fabrik-resume", dir, bun, mode, loadGuestResume()], { input: JSON.stringify(req), encoding: "utf8", timeout: 30_000 });
+  const made: string[] = [];
+  const tmp = () => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-resume-wrap-"));
+    made.push(d);
+    return d;
   };
-  const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-resume-wrap-"));
+  /** The guest's $HOME for these runs (the program is installed under it). */
+  const home = tmp();
+  afterAll(() => {
+    for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+  });
+  const wrapWith = (dir: string, mode: "apply" | "dry-run", over: { bun?: string; install?: boolean; run?: Partial<RunRecord>; staleMs?: number } = {}) => {
+    const p = plan({}, { run: runRecord({ control_dir: dir, workflow_path: `${dir}/workflow/seq.tsx`, smithers_db_path: `${dir}/.smithers/run-113.db`, ...over.run }) });
+    const req = requestFor(p, { id: 113, dryRun: mode === "dry-run", force: false, fix: false, fixLimitBytes: 102400, yes: true }, over.staleMs ?? 30_000, mode === "dry-run");
+    req.db_path = `${dir}/.smithers/run-113.db`; // the observation above names another folder's DB
+    const [cmd, ...args] = resumeArgv(dir, over.bun ?? LOCAL_BUN, mode, loadGuestProgram("resume"), over.install ?? true);
+    return spawnSync(cmd!, args, { input: JSON.stringify(req), encoding: "utf8", timeout: 30_000, env: { ...process.env, HOME: home } });
+  };
+  const wrap = (dir: string, mode: "apply" | "dry-run", bun = LOCAL_BUN) => wrapWith(dir, mode, { bun });
   const holdLock = async (file: string) => {
     // Its own process group, so the test can end flock AND the sleep that inherited the lock.
     const p = spawn("flock", [file, "sleep", "30"], { stdio: "ignore", detached: true });
@@ -427,6 +475,37 @@ describe.skipIf(!fs.existsSync(LOCAL_BUN))("RESUME_WRAPPER (local bash, real bun
     expect(wrap(tmp(), "apply", "/nonexistent/bun").status).toBe(RESUME_EXIT_NO_BUN);
   });
   it("wrapper + guest program stay well under the 128 KiB single-argument limit once shell-quoted", () => {
-    expect(quote(["bash", "-c", RESUME_WRAPPER, "fabrik-resume", "/c", "/b", "apply", loadGuestResume()]).length).toBeLessThan(100 * 1024);
+    expect(quote(resumeArgv("/c", "/b", "apply", loadGuestProgram("resume"), true)).length).toBeLessThan(100 * 1024);
   });
+  it("installed once: a later call sends only the hash; a lost file is exit 79 with nothing run", () => {
+    const program = loadGuestProgram("resume");
+    expect(wrapWith(tmp(), "dry-run", { install: true }).status).toBe(0);
+    expect(fs.readFileSync(path.join(home, ".fabrik/guest", program.hash, "resume.js"), "utf8")).toBe(program.text);
+    const r = wrapWith(tmp(), "dry-run", { install: false });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).dry_run).toBe(true);
+    fs.rmSync(path.join(home, ".fabrik/guest", program.hash), { recursive: true });
+    const lost = wrapWith(tmp(), "apply", { install: false });
+    expect(lost.status).toBe(79);
+    expect(lost.stdout).toBe("");
+  });
+  it("the VM refuses a fresh heartbeat with the planner's exact words (the same rule, configured threshold)", async () => {
+    const { dir: fx, manifest } = await ensureFixtures();
+    const dir = tmp();
+    const db = copyFixtureDb(fx, fixtureCase(manifest, "0.32.0", "killed"));
+    fs.mkdirSync(path.join(dir, ".smithers"));
+    for (const f of fs.readdirSync(path.dirname(db))) fs.copyFileSync(path.join(path.dirname(db), f), path.join(dir, ".smithers", f.replace(/^run\.db/, "run-113.db")));
+    fs.rmSync(path.dirname(db), { recursive: true, force: true });
+    const Database = (await import("better-sqlite3")).default;
+    const d = new Database(path.join(dir, ".smithers/run-113.db"));
+    d.prepare("UPDATE _smithers_runs SET heartbeat_at_ms = ?").run(Date.now());
+    d.close();
+    const r = wrapWith(dir, "dry-run", { run: { smithers_run_id: "fx-0.32.0-killed" }, staleMs: 600_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { reasons: { code: string; message: string; hint: string | null }[] };
+    const vmReason = out.reasons.find((x) => x.code === "HEARTBEAT_FRESH");
+    const hostReason = planResume({ ...input({ heartbeatAgeMs: 0 }), thresholds: { engineHeartbeatStaleMs: 600_000 } }).reasons.find((x) => x.code === "HEARTBEAT_FRESH");
+    expect(vmReason).toEqual(hostReason);
+    expect(vmReason?.hint).toContain("older than 10m");
+  }, 600_000);
 });

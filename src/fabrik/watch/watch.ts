@@ -90,7 +90,7 @@ async function watchLoop(ctx: Context, a: WatchArgs, runs: RunRecord[], driver: 
     return ExitCode.OK;
   }
   const reg = ctx.registry();
-  const session: VmSession = await openVmSession(driver, a.vm, { preferSsh: true, onNotice: (m) => emit.notice(m), signal });
+  const session: VmSession = await openVmSession(driver, a.vm, { preferSsh: true, onNotice: (m) => emit.notice(m), signal, installCache: await ctx.guestInstalls() });
   const model = new WatchModel(runs.map((r) => r.id));
   const deadline = a.timeoutS !== undefined ? ctx.now() + a.timeoutS * 1000 : Infinity;
   try {

@@ -1,0 +1,608 @@
+/**
+ * fabrik's guest resume (runs in the VM with the engine's bun; bundled into `dist/guest/resume.js`). The VM side
+ * of `fabrik run resume`: re-checks that continuing run X is safe, then backs the DB up, optionally shrinks
+ * oversized values (--fix), resets the interrupted/failed state in ONE transaction scoped to this run, writes
+ * resume-N.sh and starts it detached. Host side: src/fabrik/resume-service.ts (the wrapper that takes
+ * `resume.lock`); wire format: src/vm/resume-schema.ts; the rules (status → mode, heartbeat freshness, what the
+ * reset changes, refusal texts): src/core/resume-rules.ts, the same functions the host planner calls.
+ *
+ * Run as `bun resume.js <dry-run|apply>` with the request JSON on stdin; prints ONE JSON line and exits 0
+ * (refusals and failures are data: `refused`, `reasons`, `error`, `stage`); exit 2 = bad request.
+ *
+ * Never changes anything before every check passed. Dry-run changes NOTHING, not even file metadata SQLite
+ * would add: the DB is opened like the probe opens it (lib/db.ts) and no lock file is created (the wrapper only
+ * tests an existing resume.lock).
+ */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Database, constants } from "bun:sqlite";
+import {
+  RESUME_MODES,
+  engineHeartbeatCheck,
+  livingProcessReason,
+  modeForStatus,
+  planStateReset,
+  refusals,
+  type PlannedReset,
+  type ResumeMode,
+  type ResumeReason,
+} from "../../core/resume-rules.js";
+import type { ResumeRequestWire } from "../resume-schema.js";
+import { columnsOf, dbErrorText, sqliteUri, withReadOnlyDb } from "./lib/db.js";
+import { readSmallText, statSafe } from "./lib/files.js";
+import { readStdin, writeJsonLine } from "./lib/io.js";
+import { ancestorPids, ownerPid, pidFact } from "./lib/proc.js";
+import { cap, errorText, num, utf8Tail } from "./lib/text.js";
+
+const V = 1;
+const KEEP_BACKUPS_MAX = 50;
+const ERR_CHARS = 400;
+
+type Mode = "dry-run" | "apply";
+type Row = Record<string, unknown>;
+
+// ---------- request ----------
+function parseRequest(raw: string, argMode: Mode): ResumeRequestWire {
+  const j: unknown = JSON.parse(raw);
+  if (!j || typeof j !== "object" || Array.isArray(j)) throw new Error("request is not a JSON object");
+  const src = j as Row;
+  if (src.v !== V) throw new Error(`unsupported request version ${JSON.stringify(src.v)}`);
+  const abs = (k: string): string => {
+    const x = src[k];
+    if (typeof x !== "string" || !x.startsWith("/") || x.includes("\0") || x.length > 4096) throw new Error(`${k} must be an absolute path`);
+    return path.resolve(x);
+  };
+  function str(k: string, max: number): string;
+  function str(k: string, max: number, nullable: true): string | null;
+  function str(k: string, max: number, nullable = false): string | null {
+    const x = src[k];
+    if (nullable && (x === null || x === undefined)) return null;
+    if (typeof x !== "string" || x.length === 0 || x.length > max || x.includes("\0")) throw new Error(`${k} must be a string`);
+    return x;
+  }
+  const pos = (k: string, d?: number): number => {
+    const x = src[k] === undefined ? d : src[k];
+    if (typeof x !== "number" || !Number.isSafeInteger(x) || x <= 0) throw new Error(`${k} must be a positive integer`);
+    return x;
+  };
+  const dialect = src.dialect === "legacy" ? "legacy" : src.dialect === "modern" ? "modern" : null;
+  if (!dialect) throw new Error("dialect must be modern or legacy");
+  const r: ResumeRequestWire = {
+    v: 1,
+    dry_run: src.dry_run === true,
+    host_run_id: pos("host_run_id"),
+    smithers_run_id: str("smithers_run_id", 200),
+    control_dir: abs("control_dir"),
+    db_path: abs("db_path"),
+    workflow_path: abs("workflow_path"),
+    engine_dir: abs("engine_dir"),
+    dialect,
+    force: src.force === true,
+    fix: src.fix === true,
+    fix_limit_bytes: pos("fix_limit_bytes", 100 * 1024),
+    engine_heartbeat_stale_ms: pos("engine_heartbeat_stale_ms"),
+    expected_mode: RESUME_MODES.includes(src.expected_mode as ResumeMode) ? (src.expected_mode as ResumeMode) : null,
+    retry_node: str("retry_node", 500, true),
+    backup_path: abs("backup_path"),
+    keep_backups: Math.min(pos("keep_backups", 3), KEEP_BACKUPS_MAX),
+    script_path: abs("script_path"),
+    script: src.script === null || src.script === undefined ? null : str("script", 1024 * 1024),
+    start_wait_ms: Math.min(pos("start_wait_ms", 10000), 60000),
+  };
+  if (r.dry_run !== (argMode === "dry-run")) throw new Error(`request dry_run=${r.dry_run} does not match the wrapper mode ${argMode}`);
+  if (path.dirname(r.backup_path) !== path.join(r.control_dir, "backups") || !new RegExp(`^run-${r.host_run_id}-[0-9A-Za-z.]+\\.db$`).test(path.basename(r.backup_path))) {
+    throw new Error("backup_path must be <control_dir>/backups/run-<id>-<stamp>.db");
+  }
+  if (path.dirname(r.script_path) !== r.control_dir || !/^resume-[0-9]{1,6}\.sh$/.test(path.basename(r.script_path))) {
+    throw new Error("script_path must be <control_dir>/resume-<n>.sh");
+  }
+  if (!r.dry_run && r.script === null) throw new Error("script is required");
+  return r;
+}
+
+// ---------- the DB state ----------
+interface NodeKey {
+  node_id: string;
+  iteration: number;
+}
+interface AttemptKey extends NodeKey {
+  attempt: number | null;
+}
+interface DbState {
+  schema: "modern" | "legacy" | "unknown";
+  run: { status: string; started_at_ms: number | null; heartbeat_at_ms: number | null; runtime_owner_id: string | null } | null;
+  by_state: Record<string, number>;
+  total: number;
+  attempts_in_progress: AttemptKey[];
+  nodes_in_progress: NodeKey[];
+  failed_nodes: NodeKey[];
+  failed_attempts: AttemptKey[];
+  oversized: { values: number; max_response_text_bytes: number | null; max_error_json_bytes: number | null } | null;
+}
+
+const nodeKey = (r: Row): NodeKey => ({ node_id: String(r.node_id), iteration: num(r.iteration) ?? 0 });
+const attemptKey = (r: Row): AttemptKey => ({ ...nodeKey(r), attempt: num(r.attempt) });
+
+/** Everything the checks and the reset need, read in one read transaction. */
+function readState(db: Database, req: ResumeRequestWire): DbState {
+  const runs = columnsOf(db, "_smithers_runs");
+  const nodes = columnsOf(db, "_smithers_nodes");
+  const att = columnsOf(db, "_smithers_attempts");
+  const s: DbState = { schema: "unknown", run: null, by_state: {}, total: 0, attempts_in_progress: [], nodes_in_progress: [], failed_nodes: [], failed_attempts: [], oversized: null };
+  if (runs.size === 0 || nodes.size === 0 || att.size === 0 || !runs.has("status") || !nodes.has("state") || !att.has("state")) return s;
+  s.schema = runs.has("heartbeat_at_ms") && runs.has("runtime_owner_id") ? "modern" : "legacy";
+  const c = (cols: Set<string>, x: string) => (cols.has(x) ? `"${x}"` : "NULL");
+  const id = req.smithers_run_id;
+  const run = db
+    .query<Row>(`SELECT status, ${c(runs, "started_at_ms")} AS started_at_ms, ${c(runs, "heartbeat_at_ms")} AS heartbeat_at_ms,
+      ${c(runs, "runtime_owner_id")} AS runtime_owner_id FROM _smithers_runs WHERE run_id = ?`)
+    .get(id);
+  if (!run) return s;
+  s.run = { status: String(run.status), started_at_ms: num(run.started_at_ms), heartbeat_at_ms: num(run.heartbeat_at_ms), runtime_owner_id: cap(run.runtime_owner_id, 300) };
+  for (const r of db.query<{ state: string; n: unknown }>("SELECT state, count(*) AS n FROM _smithers_nodes WHERE run_id = ? GROUP BY state").all(id)) {
+    s.by_state[r.state] = num(r.n) ?? 0;
+    s.total += num(r.n) ?? 0;
+  }
+  s.attempts_in_progress = db
+    .query<Row>("SELECT node_id, iteration, attempt FROM _smithers_attempts WHERE run_id = ? AND state = 'in-progress' ORDER BY node_id, iteration, attempt")
+    .all(id)
+    .map(attemptKey);
+  s.nodes_in_progress = db.query<Row>("SELECT node_id, iteration FROM _smithers_nodes WHERE run_id = ? AND state = 'in-progress' ORDER BY node_id, iteration").all(id).map(nodeKey);
+  s.failed_nodes = db.query<Row>("SELECT node_id, iteration FROM _smithers_nodes WHERE run_id = ? AND state = 'failed' ORDER BY node_id, iteration").all(id).map(nodeKey);
+  s.failed_attempts = db
+    .query<Row>(`SELECT a.node_id, a.iteration, a.attempt FROM _smithers_attempts a JOIN _smithers_nodes n
+      ON n.run_id = a.run_id AND n.node_id = a.node_id AND n.iteration = a.iteration
+      WHERE a.run_id = ? AND a.state = 'failed' AND n.state = 'failed' ORDER BY a.node_id, a.iteration, a.attempt`)
+    .all(id)
+    .map(attemptKey);
+  if (req.fix) {
+    const rt = att.has("response_text") ? "octet_length(response_text)" : "NULL";
+    const ej = att.has("error_json") ? "octet_length(error_json)" : "NULL";
+    const o = db
+      .query<Row>(`SELECT coalesce(sum(${rt} > ?), 0) + coalesce(sum(${ej} > ?), 0) AS n, max(${rt}) AS mr, max(${ej}) AS me FROM _smithers_attempts WHERE run_id = ?`)
+      .get(req.fix_limit_bytes, req.fix_limit_bytes, id);
+    s.oversized = { values: num(o?.n) ?? 0, max_response_text_bytes: num(o?.mr), max_error_json_bytes: num(o?.me) };
+  }
+  return s;
+}
+
+// ---------- the checks ----------
+interface Out {
+  v: 1;
+  ok: boolean;
+  dry_run: boolean;
+  refused: boolean;
+  stage: string;
+  reasons: ResumeReason[];
+  checks: { name: string; ok: boolean; detail: string | null }[];
+  mode: ResumeMode | null;
+  retry_node: string | null;
+  progress: { finished: number; total: number; by_state: Record<string, number> } | null;
+  reset: (PlannedReset & { now_ms?: number; applied: boolean; counts: { attempts_cancelled: number; nodes_pending: number; run_cleared: number } | null }) | null;
+  backup: { path: string; size_bytes: number; kept: string[]; removed: string[] } | null;
+  fix: Row | null;
+  script: { path: string; bytes: number } | null;
+  pids: { launcher_pid: number; child_pid: number } | null;
+  pids_checked: Row[];
+  previous_files: Record<string, string> | null;
+  db: Row | null;
+  oversized: DbState["oversized"];
+  error: string | null;
+  now_ms: number;
+}
+
+interface Checked {
+  st: DbState & { run: NonNullable<DbState["run"]> };
+  mode: ResumeMode;
+  reset: PlannedReset & { now_ms: number };
+  retryNode: string | null;
+}
+
+function runChecks(req: ResumeRequestWire, out: Out): Checked | null {
+  const check = (name: string, ok: boolean, detail: string, refuse: ResumeReason | null) => {
+    out.checks.push({ name, ok, detail: cap(detail, 500) });
+    if (!ok && refuse) out.reasons.push({ code: refuse.code, message: cap(refuse.message, 500) ?? "", hint: cap(refuse.hint ?? "", 500) || null });
+  };
+  const C = req.control_dir;
+  const cst = statSafe(C);
+  check("control-dir", !!cst && cst.isDirectory(), cst ? C : `${C} does not exist`, refusals.controlDirMissing(C, null));
+  const smithers = path.join(req.engine_dir, "node_modules", ".bin", "smithers");
+  check("engine-installed", !!statSafe(smithers), smithers, { code: "ENGINE_MISSING", message: `the engine is not installed at ${req.engine_dir}`, hint: "reinstall it: a `fabrik run` with the same --engine installs it" });
+
+  // Processes: pid files, heartbeat.json's pids, and the DB owner (below). --force never overrides these.
+  const self = ancestorPids();
+  const hb = ((): Row => {
+    try {
+      const j: unknown = JSON.parse(readSmallText(path.join(C, "heartbeat.json")) ?? "null");
+      return j && typeof j === "object" ? (j as Row) : {};
+    } catch {
+      return {};
+    }
+  })();
+  const seen = new Map<number, string[]>();
+  const addPid = (pid: number | null, role: string) => {
+    if (pid === null || !Number.isSafeInteger(pid) || pid <= 0) return;
+    const cur = seen.get(pid);
+    if (cur) cur.push(role);
+    else seen.set(pid, [role]);
+  };
+  const pidFile = (f: string) => {
+    const t = readSmallText(path.join(C, f), 4096)?.trim() ?? "";
+    return /^[0-9]{1,10}$/.test(t) && Number(t) > 0 ? Number(t) : null;
+  };
+  addPid(pidFile("launcher.pid"), "launcher (launcher.pid)");
+  addPid(pidFile("smithers.pid"), "launched child (smithers.pid)");
+  addPid(pidFile("engine.pid"), "engine (engine.pid)");
+  addPid(num(hb.launcher_pid), "launcher (heartbeat.json)");
+  addPid(num(hb.child_pid), "launched child (heartbeat.json)");
+  addPid(num(hb.engine_pid), "engine (heartbeat.json)");
+  for (const [pid, roles] of seen) {
+    const info = pidFact(pid, self);
+    if (!info) continue;
+    out.pids_checked.push({ pid, roles, alive: info.alive, state: info.state, cmdline: info.cmdline });
+    const what = roles.join(", ");
+    check(
+      `process-${pid}`,
+      !info.alive,
+      info.alive ? `${what}: pid ${pid} is alive${info.state === "Z" ? " (a zombie: still counts)" : ""}${info.cmdline ? ` — ${info.cmdline}` : ""}` : `${what}: pid ${pid} is dead${info.note ? ` (${info.note})` : ""}`,
+      livingProcessReason({ role: (roles[0] ?? "").replace(/ \(.*\)$/, ""), pid, zombie: info.state === "Z", owner: false, vm: null, hostRunId: req.host_run_id }),
+    );
+  }
+  const lock = path.join(C, "launcher.lock");
+  if (statSafe(lock)) {
+    const r = spawnSync("flock", ["-n", "-E", "75", lock, "true"], { stdio: "ignore", timeout: 5000 });
+    if (r.error) check("launcher-lock", false, `cannot test ${lock}: ${errorText(r.error)}`, { code: "LOCK_UNTESTABLE", message: `cannot test ${lock} (is flock installed?)`, hint: null });
+    else
+      check("launcher-lock", r.status === 0, r.status === 0 ? "launcher.lock is free" : "launcher.lock is held: a launcher or engine of this run still lives", {
+        code: "LAUNCHER_LOCK_HELD",
+        message: "launcher.lock is held: a launcher or engine of this run is still alive",
+        hint: "wait for it to end (`fabrik run attach`), or stop it first",
+      });
+  } else check("launcher-lock", true, "no launcher.lock (nothing holds it)", null);
+
+  const wf = statSafe(req.workflow_path);
+  check("workflow-file", !!wf && wf.isFile(), wf ? req.workflow_path : `${req.workflow_path} does not exist`, {
+    code: "WORKFLOW_MISSING",
+    message: `the workflow file ${req.workflow_path} is missing in the VM`,
+    hint: "restore it at that exact path (the engine checks the workflow path on resume)",
+  });
+
+  // The DB.
+  const dst = statSafe(req.db_path);
+  out.db = { path: req.db_path, size_bytes: dst ? dst.size : null, wal_size_bytes: statSafe(req.db_path + "-wal")?.size ?? null };
+  if (!dst || !dst.isFile()) {
+    check("db", false, `${req.db_path} does not exist`, refusals.dbMissing(req.db_path, C, null));
+    return null;
+  }
+  let st: DbState;
+  try {
+    st = withReadOnlyDb(req.db_path, (db) => readState(db, req), { busyTimeoutMs: 2000 });
+  } catch (e) {
+    check("db", false, `cannot read ${req.db_path}: ${dbErrorText(e)}`, refusals.dbUnreadable(req.db_path, dbErrorText(e), C));
+    return null;
+  }
+  if (st.schema === "unknown") {
+    check("db", false, "no _smithers_runs/_smithers_nodes/_smithers_attempts tables", refusals.dbUnknownSchema(req.db_path));
+    return null;
+  }
+  check("db", true, `${req.db_path} readable (${st.schema} schema)`, null);
+  if (st.schema !== req.dialect) {
+    check("db-dialect", false, `the DB has the ${st.schema} schema but the run's engine speaks ${req.dialect}`, refusals.dbDialectMismatch(st.schema, req.dialect, null));
+  }
+  const run = st.run;
+  if (!run) {
+    check("run-in-db", false, `run ${req.smithers_run_id} is not in the DB`, refusals.runNotInDb(req.smithers_run_id, req.db_path, null));
+    return null;
+  }
+  check("run-in-db", true, `run ${req.smithers_run_id}: ${run.status}`, null);
+  const m = modeForStatus(run.status);
+  if ("reason" in m) {
+    check("run-status", false, `status ${run.status}`, m.reason);
+    return null;
+  }
+  check("run-status", true, `status ${run.status}: ${m.mode}`, null);
+  if (req.expected_mode && req.expected_mode !== m.mode) {
+    check("run-unchanged", false, `the plan expected ${req.expected_mode}, the DB now says ${m.mode}`, { code: "RUN_CHANGED", message: "the run changed since fabrik looked at it", hint: "run the command again" });
+  }
+  const owner = ownerPid(run.runtime_owner_id);
+  if (owner !== null) {
+    const info = pidFact(owner, self);
+    if (info) {
+      check(
+        `owner-${owner}`,
+        !info.alive,
+        `DB owner ${run.runtime_owner_id}: pid ${owner} ${info.alive ? `is alive${info.state === "Z" ? " (a zombie: still counts)" : ""}` : "is dead"}`,
+        livingProcessReason({ role: "engine owner", pid: owner, zombie: info.state === "Z", owner: true, vm: null, hostRunId: req.host_run_id }),
+      );
+    }
+  }
+  if (req.dialect === "modern" && run.status === "running") {
+    const hbv = engineHeartbeatCheck(run, Date.now(), req.engine_heartbeat_stale_ms, req.force);
+    check("engine-heartbeat", hbv.ok, hbv.detail, hbv.reason);
+  }
+  const { reset, retryNode } = planStateReset({
+    dialect: req.dialect,
+    mode: m.mode,
+    run,
+    inProgressAttempts: st.attempts_in_progress,
+    inProgressNodes: st.nodes_in_progress,
+    failedNodes: st.failed_nodes,
+    failedAttempts: st.failed_attempts,
+  });
+  if (m.mode === "retry-failed" && req.dialect === "modern" && (req.retry_node ?? null) !== retryNode) {
+    check("run-unchanged", false, `the plan retries ${req.retry_node ?? "(no single node)"}, the DB now says ${retryNode ?? "(no single node)"}`, {
+      code: "RUN_CHANGED",
+      message: "the run's failed tasks changed since fabrik looked at it",
+      hint: "run the command again",
+    });
+  }
+  // Room for the backup (and for VACUUM with --fix: up to the DB's size again).
+  try {
+    const need = (dst.size + (statSafe(req.db_path + "-wal")?.size ?? 0)) * (req.fix ? 2 : 1) + 1024 * 1024;
+    const sf = fs.statfsSync(C);
+    const free = Number(sf.bavail) * Number(sf.bsize);
+    check("disk-space", free >= need, `${free} bytes free in ${C}, need about ${need}`, { code: "DISK_FULL", message: `not enough disk space for the backup (${free} bytes free, need about ${need})`, hint: "free some space in the VM" });
+  } catch {
+    /* statfs unsupported: not checked */
+  }
+  return { st: { ...st, run }, mode: m.mode, reset: { ...reset, now_ms: Date.now() }, retryNode };
+}
+
+// ---------- the steps ----------
+function backup(req: ResumeRequestWire, db: Database, out: Out): void {
+  const dir = path.dirname(req.backup_path);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // VACUUM INTO reads through this connection, so it includes what is in the WAL: a consistent copy. It
+  // refuses to overwrite an existing file. The path is a bound parameter, never interpolated.
+  db.query("VACUUM INTO ?").run(req.backup_path);
+  const size = fs.statSync(req.backup_path).size;
+  // Verify the copy holds the run before anything is changed.
+  const chk = new Database(`${sqliteUri(req.backup_path)}?mode=ro&immutable=1`, constants.SQLITE_OPEN_READONLY | constants.SQLITE_OPEN_URI);
+  let n: unknown;
+  try {
+    n = chk.query<{ n: unknown }>("SELECT count(*) AS n FROM _smithers_runs WHERE run_id = ?").get(req.smithers_run_id)?.n;
+  } finally {
+    chk.close();
+  }
+  if (num(n) !== 1) throw new Error(`the backup ${req.backup_path} does not hold run ${req.smithers_run_id}`);
+  const prefix = `run-${req.host_run_id}-`;
+  const all = fs.readdirSync(dir).filter((f) => f.startsWith(prefix) && f.endsWith(".db")).sort();
+  const removed: string[] = [];
+  for (const f of all.slice(0, Math.max(0, all.length - req.keep_backups))) {
+    try {
+      fs.rmSync(path.join(dir, f));
+      removed.push(path.join(dir, f));
+    } catch {
+      /* left in place */
+    }
+  }
+  out.backup = { path: req.backup_path, size_bytes: size, kept: all.slice(-req.keep_backups).map((f) => path.join(dir, f)), removed };
+}
+
+function fileSizes(p: string): { db_bytes: number; wal_bytes: number } {
+  return { db_bytes: statSafe(p)?.size ?? 0, wal_bytes: statSafe(p + "-wal")?.size ?? 0 };
+}
+
+/** --fix (guide Issue 2): truncate this run's oversized response_text/error_json values (keep the tail), VACUUM. */
+function fix(req: ResumeRequestWire, db: Database, out: Out): void {
+  const L = req.fix_limit_bytes;
+  const att = columnsOf(db, "_smithers_attempts");
+  const f = { limit_bytes: L, rows: 0, values: 0, value_bytes_before: 0, value_bytes_after: 0, file_bytes_before: fileSizes(req.db_path), file_bytes_after: null as null | ReturnType<typeof fileSizes> };
+  const cols = ["response_text", "error_json"].filter((c) => att.has(c));
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    for (const col of cols) {
+      const rows = db
+        .query<Row>(`SELECT node_id, iteration, attempt, octet_length("${col}") AS n FROM _smithers_attempts WHERE run_id = ? AND octet_length("${col}") > ?`)
+        .all(req.smithers_run_id, L);
+      for (const r of rows) {
+        const key = [req.smithers_run_id, r.node_id, r.iteration, r.attempt];
+        const tail = db
+          .query<{ t: Uint8Array | null }>(`SELECT substr(CAST("${col}" AS BLOB), -?) AS t FROM _smithers_attempts WHERE run_id = ? AND node_id = ? AND iteration = ? AND attempt = ?`)
+          .get(L, ...key)?.t;
+        const kept = utf8Tail(tail ?? new Uint8Array(0), L);
+        const total = num(r.n) ?? 0;
+        const marker = `[fabrik --fix: truncated ${total - Buffer.byteLength(kept)} bytes]`;
+        // error_json stays valid JSON (the engine parses it); response_text is plain text.
+        const value = col === "error_json" ? JSON.stringify({ name: "FabrikTruncated", message: `${marker} ${kept}` }) : `${marker}\n${kept}`;
+        db.query(`UPDATE _smithers_attempts SET "${col}" = ? WHERE run_id = ? AND node_id = ? AND iteration = ? AND attempt = ?`).run(value, ...key);
+        f.values++;
+        f.value_bytes_before += total;
+        f.value_bytes_after += Buffer.byteLength(value);
+      }
+      f.rows += rows.length;
+    }
+    db.exec("COMMIT");
+  } catch (e) {
+    try {
+      db.exec("ROLLBACK");
+    } catch {
+      /* nothing to roll back */
+    }
+    throw e;
+  }
+  db.exec("VACUUM");
+  db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  f.file_bytes_after = fileSizes(req.db_path);
+  out.fix = f;
+}
+
+/** The state reset, ONE transaction, this run only; re-verifies the status inside the transaction. */
+function reset(req: ResumeRequestWire, db: Database, expectedStatus: string, plan: Checked["reset"], out: Out): void {
+  const id = req.smithers_run_id;
+  const now = plan.now_ms;
+  const done = { attempts_cancelled: 0, nodes_pending: 0, run_cleared: 0 };
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    const cur = db.query<{ status: string }>("SELECT status FROM _smithers_runs WHERE run_id = ?").get(id);
+    if (!cur || cur.status !== expectedStatus) throw new Error(`the run's status changed to ${cur ? cur.status : "(gone)"} during the resume; nothing was reset`);
+    done.attempts_cancelled += db.query("UPDATE _smithers_attempts SET state = 'cancelled', finished_at_ms = ? WHERE run_id = ? AND state = 'in-progress'").run(now, id).changes;
+    done.nodes_pending += db.query("UPDATE _smithers_nodes SET state = 'pending' WHERE run_id = ? AND state = 'in-progress'").run(id).changes;
+    for (const a of plan.attempts.filter((x) => x.from === "failed")) {
+      done.attempts_cancelled += db
+        .query("UPDATE _smithers_attempts SET state = 'cancelled' WHERE run_id = ? AND node_id = ? AND iteration = ? AND attempt = ? AND state = 'failed'")
+        .run(id, a.node_id, a.iteration, a.attempt).changes;
+    }
+    for (const n of plan.nodes.filter((x) => x.from === "failed")) {
+      done.nodes_pending += db.query("UPDATE _smithers_nodes SET state = 'pending' WHERE run_id = ? AND node_id = ? AND iteration = ? AND state = 'failed'").run(id, n.node_id, n.iteration).changes;
+    }
+    if (plan.run) {
+      done.run_cleared = db.query("UPDATE _smithers_runs SET heartbeat_at_ms = NULL, runtime_owner_id = NULL WHERE run_id = ? AND status = 'running'").run(id).changes;
+    }
+    db.exec("COMMIT");
+  } catch (e) {
+    try {
+      db.exec("ROLLBACK");
+    } catch {
+      /* nothing to roll back */
+    }
+    throw e;
+  }
+  out.reset = { ...plan, applied: true, counts: done };
+}
+
+/** Write resume-N.sh (next free N), clear the stale pid/exit files, start it detached, wait for its pids. */
+async function start(req: ResumeRequestWire, out: Out): Promise<void> {
+  const C = req.control_dir;
+  const script = req.script ?? "";
+  let p = req.script_path;
+  let n = Number(/resume-([0-9]+)\.sh$/.exec(p)?.[1] ?? "1");
+  for (let i = 0; ; i++) {
+    try {
+      fs.writeFileSync(p, script, { flag: "wx", mode: 0o755 });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST" || i >= 999) throw e;
+      n++;
+      p = path.join(C, `resume-${n}.sh`);
+    }
+  }
+  fs.chmodSync(p, 0o755);
+  out.script = { path: p, bytes: Buffer.byteLength(script) };
+  const previous: Record<string, string> = {};
+  for (const f of ["exit_code", "launcher.pid", "smithers.pid", "engine.pid"]) {
+    const t = readSmallText(path.join(C, f));
+    if (t !== null) previous[f] = cap(t.trim(), 40) ?? "";
+    fs.rmSync(path.join(C, f), { force: true });
+  }
+  out.previous_files = previous;
+  const r = spawnSync("setsid", ["-f", "bash", p], { cwd: C, stdio: "ignore", timeout: 10000 });
+  if (r.error) throw new Error(`cannot start ${p}: ${errorText(r.error)}`);
+  if (r.status !== 0) throw new Error(`setsid -f bash ${p} exited ${r.status}`);
+  const pidIn = (f: string) => {
+    const t = readSmallText(path.join(C, f), 4096)?.trim() ?? "";
+    return /^[0-9]{1,10}$/.test(t) && Number(t) > 0 ? Number(t) : null;
+  };
+  const deadline = Date.now() + req.start_wait_ms;
+  for (;;) {
+    const lp = pidIn("launcher.pid");
+    const cp = pidIn("smithers.pid");
+    if (lp && cp) {
+      out.pids = { launcher_pid: lp, child_pid: cp };
+      return;
+    }
+    const code = readSmallText(path.join(C, "exit_code"));
+    if (code !== null && code.trim() !== "") {
+      let tail = "";
+      try {
+        tail = fs.readFileSync(path.join(C, "reports", "smithers.log"), "utf8").split("\n").slice(-6).join(" | ");
+      } catch {
+        /* no log */
+      }
+      throw new Error(`the resume launcher exited at once with code ${code.trim()}: ${cap(tail, 600)}`);
+    }
+    if (Date.now() > deadline) throw new Error(`the resume launcher did not record its pids within ${req.start_wait_ms} ms`);
+    await sleep(50);
+  }
+}
+
+// ---------- main ----------
+async function resume(raw: string, argMode: Mode): Promise<{ out: Out; code: number }> {
+  const out: Out = {
+    v: V, ok: false, dry_run: argMode === "dry-run", refused: false, stage: "request", reasons: [], checks: [], mode: null, retry_node: null,
+    progress: null, reset: null, backup: null, fix: null, script: null, pids: null, pids_checked: [], previous_files: null, db: null,
+    oversized: null, error: null, now_ms: Date.now(),
+  };
+  let req: ResumeRequestWire;
+  try {
+    req = parseRequest(raw, argMode);
+  } catch (e) {
+    out.error = `bad request: ${errorText(e, ERR_CHARS)}`;
+    return { out, code: 2 };
+  }
+  out.stage = "check";
+  let ctx: Checked | null;
+  try {
+    ctx = runChecks(req, out);
+  } catch (e) {
+    out.error = `check failed: ${errorText(e, ERR_CHARS)}`;
+    out.refused = true;
+    out.reasons.push({ code: "CHECK_ERROR", message: out.error, hint: null });
+    return { out, code: 0 };
+  }
+  if (ctx) {
+    out.mode = ctx.mode;
+    out.retry_node = ctx.retryNode;
+    out.progress = { finished: ctx.st.by_state.finished ?? 0, total: ctx.st.total, by_state: ctx.st.by_state };
+    out.reset = { ...ctx.reset, applied: false, counts: null };
+    out.oversized = ctx.st.oversized;
+  }
+  if (out.reasons.length > 0 || !ctx) {
+    out.refused = true;
+    if (out.reasons.length === 0) out.reasons.push({ code: "CHECK_ERROR", message: "the checks could not complete", hint: null });
+    return { out, code: 0 };
+  }
+  if (req.dry_run) {
+    out.ok = true;
+    out.stage = "done";
+    return { out, code: 0 };
+  }
+  // Apply. Nothing above changed anything; from here on a failure reports where the backup is.
+  try {
+    out.stage = "backup";
+    const db = new Database(req.db_path, constants.SQLITE_OPEN_READWRITE);
+    try {
+      db.exec("PRAGMA busy_timeout = 5000");
+      backup(req, db, out);
+      if (req.fix) {
+        out.stage = "fix";
+        fix(req, db, out);
+      }
+      out.stage = "reset";
+      reset(req, db, ctx.st.run.status, ctx.reset, out);
+    } finally {
+      db.close();
+    }
+    out.stage = "start";
+    await start(req, out);
+    out.stage = "done";
+    out.ok = true;
+  } catch (e) {
+    out.error = errorText(e, ERR_CHARS);
+  }
+  return { out, code: 0 };
+}
+
+async function main(): Promise<void> {
+  const argMode: Mode = process.argv.slice(2).includes("dry-run") ? "dry-run" : "apply";
+  let raw: string;
+  try {
+    raw = await readStdin();
+  } catch (e) {
+    process.stderr.write(`fabrik-resume: cannot read stdin: ${errorText(e)}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  let r: { out: unknown; code: number };
+  try {
+    r = await resume(raw, argMode);
+  } catch (e) {
+    r = { out: { v: V, ok: false, dry_run: argMode === "dry-run", refused: false, stage: "internal", reasons: [], checks: [], error: `internal error: ${errorText(e, ERR_CHARS)}` }, code: 1 };
+  }
+  writeJsonLine(r.out);
+  process.exitCode = r.code;
+}
+
+void main();

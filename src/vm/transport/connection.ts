@@ -1,0 +1,303 @@
+/**
+ * ONE SSH connection to a VM (the `ssh2` library, loaded lazily), re-established with exponential backoff
+ * ({@link RECONNECT_BACKOFF} through {@link retryUntil}) when it drops; the number of attempts is bounded by the
+ * deadline of the operation that needs the connection. Losses and recoveries are reported through `onNotice`
+ * (`connection to VM x lost (reason); reconnecting…`, `reconnected to VM x after N attempts`).
+ *
+ * - Coordinates come from the driver's {@link SshTarget} (Lima's `ssh.config`, lima-contract §3). The host
+ *   key is not checked, exactly as Lima's own config says (`StrictHostKeyChecking no`,
+ *   `UserKnownHostsFile /dev/null`): the target is Lima's forwarded port on 127.0.0.1.
+ * - Channels are opened with a command line the caller built with shellJoin from an argv.
+ *
+ * This folder is the only place that opens SSH connections (style.md §4).
+ */
+import fs from "node:fs";
+import type { Client, ClientChannel } from "ssh2";
+import { InterruptedError, RemoteError, VmUnavailableError } from "../../core/errors.js";
+import type { SshTarget } from "../driver.js";
+import { retryUntil } from "../retry.js";
+import { shellJoin } from "../shell-quote.js";
+
+export { RECONNECT_BACKOFF } from "../retry.js";
+
+/** Options of a connection (and of the transport built on it). */
+export interface SshConnectionOptions {
+  /** Called with one-line human notices (connection lost / reconnected). The CLI prints them on stderr. */
+  onNotice?: ((msg: string) => void) | undefined;
+  /** Deadline of one connection attempt (TCP + SSH handshake + auth), ms. Default 5000. */
+  connectTimeoutMs?: number | undefined;
+  /** Time allowed to (re)connect for operations without a deadline of their own (streams), ms. Default 60000. */
+  reconnectBudgetMs?: number | undefined;
+  /** SSH keepalive period, ms (3 unanswered keepalives = connection lost). Default 5000. */
+  keepaliveIntervalMs?: number | undefined;
+}
+
+/** A failure to open a channel on a connection that is going down: nothing ran yet, so it may be retried. */
+export class TransportLost extends Error {}
+
+/** An error as one line, with its code (`ECONNREFUSED: …`) or ssh2 level (`timed out: …`). */
+export function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const level = (err as { level?: string }).level;
+    const msg = err.message || String(err);
+    if (code && !msg.includes(code)) return `${code}: ${msg}`;
+    if (level === "client-timeout") return `timed out: ${msg}`;
+    return msg;
+  }
+  return String(err);
+}
+
+/**
+ * `sh -c KILL_SCRIPT fabrik-kill PID`: SIGKILL PID and the process group it leads. The group goes through the
+ * external `kill` (procps/util-linux/busybox), because dash's builtin accepts neither `--` nor a negative pid.
+ */
+export const KILL_SCRIPT = `kill -s KILL "$1" 2>/dev/null; env kill -s KILL -- "-$1" 2>/dev/null; exit 0`;
+
+/** One VM's SSH connection. Create it, open channels on it, {@link close} it when done. */
+export class SshConnection {
+  readonly vm: string;
+  readonly reconnectBudgetMs: number;
+  private readonly target: SshTarget;
+  private readonly onNotice: (msg: string) => void;
+  private readonly connectTimeoutMs: number;
+  private readonly keepaliveIntervalMs: number;
+  private readonly lostListeners = new Set<() => void>();
+
+  private client: Client | undefined;
+  private connecting: Promise<Client> | undefined;
+  /** Why the last connection ended unexpectedly; set until a new connection is up. */
+  private lostReason: string | undefined;
+  private lostAnnounced = false;
+  /** True once a connection has been up (so later connects are re-connects). */
+  private everConnected = false;
+  private closedFlag = false;
+  private privateKey: Buffer | undefined;
+
+  constructor(vm: string, target: SshTarget, opts: SshConnectionOptions = {}) {
+    this.vm = vm;
+    this.target = target;
+    this.onNotice = opts.onNotice ?? (() => {});
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 5_000;
+    this.reconnectBudgetMs = opts.reconnectBudgetMs ?? 60_000;
+    this.keepaliveIntervalMs = opts.keepaliveIntervalMs ?? 5_000;
+  }
+
+  /** True while an SSH connection is up (not whether the VM is healthy). */
+  get connected(): boolean {
+    return this.client !== undefined;
+  }
+
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  /** Call `fn` whenever an established connection drops. Returns the unsubscribe function. */
+  onLost(fn: () => void): () => void {
+    this.lostListeners.add(fn);
+    return () => this.lostListeners.delete(fn);
+  }
+
+  /** @throws VmUnavailableError once {@link close} was called. */
+  assertOpen(): void {
+    if (this.closedFlag) throw new VmUnavailableError(this.vm, `VM ${this.vm}: the SSH transport is closed`);
+  }
+
+  /** A VmUnavailableError for a connect/open failure (already-typed errors pass through). */
+  unavailable(err: unknown, what: string, timeoutMs: number): Error {
+    if (err instanceof VmUnavailableError || err instanceof RemoteError || err instanceof InterruptedError) return err;
+    return new VmUnavailableError(this.vm, `VM ${this.vm}: ${what}: cannot open an SSH channel within ${timeoutMs} ms: ${errorText(err)}`, "is the VM running? see `fabrik vm list`");
+  }
+
+  /**
+   * The live connection, or a new one. Reconnects with backoff until `deadlineAt` (epoch ms); a connect already
+   * in flight is shared.
+   * @throws VmUnavailableError with the attempt count and last error.
+   */
+  connection(deadlineAt: number): Promise<Client> {
+    this.assertOpen();
+    if (this.client) return Promise.resolve(this.client);
+    this.connecting ??= this.connectWithBackoff(deadlineAt).finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async connectWithBackoff(deadlineAt: number): Promise<Client> {
+    const reconnecting = this.everConnected;
+    if (reconnecting && !this.lostAnnounced) {
+      this.lostAnnounced = true;
+      this.onNotice(`connection to VM ${this.vm} lost (${this.lostReason ?? "closed"}); reconnecting…`);
+    }
+    let attempts = 0;
+    let lastError: unknown;
+    const exhausted = new Error("deadline reached");
+    try {
+      const c = await retryUntil(
+        async () => {
+          this.assertOpen();
+          const remaining = deadlineAt - Date.now();
+          if (remaining <= 0) throw exhausted;
+          attempts++;
+          return await this.connectOnce(Math.min(this.connectTimeoutMs, remaining));
+        },
+        {
+          deadlineAt,
+          onFailedAttempt: (err) => {
+            if (err !== exhausted) lastError = err;
+          },
+          shouldRetry: (err) => err !== exhausted && !this.closedFlag,
+        },
+      );
+      if (reconnecting) this.onNotice(`reconnected to VM ${this.vm} after ${attempts} attempt${attempts === 1 ? "" : "s"}`);
+      this.client = c;
+      this.everConnected = true;
+      this.lostReason = undefined;
+      this.lostAnnounced = false;
+      return c;
+    } catch {
+      if (this.closedFlag) throw new VmUnavailableError(this.vm, `VM ${this.vm}: the SSH transport is closed`);
+    }
+    const where = `${this.target.user}@${this.target.host}:${this.target.port}`;
+    throw new VmUnavailableError(
+      this.vm,
+      `VM ${this.vm}: cannot ${reconnecting ? "reconnect" : "connect"} over SSH to ${where} (${attempts} attempt${attempts === 1 ? "" : "s"}${lastError ? `, last: ${errorText(lastError)}` : ""})`,
+      "is the VM running? see `fabrik vm list`",
+    );
+  }
+
+  private readKey(): Buffer {
+    if (!this.privateKey) {
+      try {
+        this.privateKey = fs.readFileSync(this.target.identityFile);
+      } catch (err) {
+        throw new VmUnavailableError(this.vm, `VM ${this.vm}: cannot read the SSH identity ${this.target.identityFile}: ${errorText(err)}`);
+      }
+    }
+    return this.privateKey;
+  }
+
+  /** One connection attempt within `timeoutMs`; resolves once authenticated. */
+  private async connectOnce(timeoutMs: number): Promise<Client> {
+    const key = this.readKey();
+    const { Client: ClientClass } = await import("ssh2");
+    return await new Promise<Client>((resolve, reject) => {
+      const c = new ClientClass();
+      let ready = false;
+      let lastError: Error | undefined;
+      const timer = setTimeout(() => {
+        lastError = new Error(`no SSH handshake within ${timeoutMs} ms`);
+        c.end();
+        c.destroy();
+      }, timeoutMs + 500);
+      c.on("ready", () => {
+        clearTimeout(timer);
+        if (this.closedFlag) {
+          c.end();
+          return reject(new VmUnavailableError(this.vm, `VM ${this.vm}: the SSH transport is closed`));
+        }
+        ready = true;
+        resolve(c);
+      });
+      c.on("error", (err: Error) => {
+        lastError = err;
+      });
+      c.on("close", () => {
+        clearTimeout(timer);
+        if (!ready) return reject(lastError ?? new Error("connection closed during the SSH handshake"));
+        this.connectionClosed(c, lastError);
+      });
+      c.connect({
+        host: this.target.host,
+        port: this.target.port,
+        username: this.target.user,
+        privateKey: key,
+        readyTimeout: timeoutMs,
+        keepaliveInterval: this.keepaliveIntervalMs,
+        keepaliveCountMax: 3,
+        // No hostVerifier: like Lima's `StrictHostKeyChecking no` to its forwarded 127.0.0.1 port.
+      });
+    });
+  }
+
+  private connectionClosed(c: Client, err: Error | undefined): void {
+    if (this.client !== c) return;
+    this.client = undefined;
+    this.lostReason = err ? errorText(err) : "connection closed by the VM";
+    for (const fn of [...this.lostListeners]) fn();
+  }
+
+  /**
+   * Open an exec channel for `command` on `conn` before `deadlineAt`.
+   * @throws TransportLost when the connection refuses the channel; VmUnavailableError past the deadline.
+   */
+  openExec(conn: Client, command: string, deadlineAt: number, timeoutMs: number): Promise<ClientChannel> {
+    return new Promise<ClientChannel>((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        reject(new VmUnavailableError(this.vm, `VM ${this.vm}: no SSH channel within ${timeoutMs} ms`));
+      }, Math.max(1, deadlineAt - Date.now()));
+      try {
+        conn.exec(command, (err, ch) => {
+          clearTimeout(timer);
+          if (settled) {
+            ch?.close();
+            return;
+          }
+          settled = true;
+          if (err) return reject(new TransportLost(errorText(err)));
+          resolve(ch);
+        });
+      } catch (err) {
+        clearTimeout(timer);
+        settled = true;
+        reject(new TransportLost(errorText(err)));
+      }
+    });
+  }
+
+  /**
+   * Connect if needed and open an exec channel for `command` before `deadlineAt`. Opening is retried (with
+   * backoff) when the channel is refused by a connection that is going down — nothing has run yet then.
+   * @param what the command's name, for messages.
+   * @throws VmUnavailableError
+   */
+  async openChannel(command: string, what: string, deadlineAt: number, timeoutMs: number): Promise<ClientChannel> {
+    try {
+      return await retryUntil(
+        async () => {
+          this.assertOpen();
+          return await this.openExec(await this.connection(deadlineAt), command, deadlineAt, timeoutMs);
+        },
+        { deadlineAt, shouldRetry: (err) => err instanceof TransportLost && !this.closedFlag },
+      );
+    } catch (err) {
+      throw this.unavailable(err, what, timeoutMs);
+    }
+  }
+
+  /** Best effort: SIGKILL a remote pid and its process group through another channel. Never throws. */
+  killRemote(pid: number): void {
+    const c = this.client;
+    if (!c || this.closedFlag) return;
+    this.openExec(c, shellJoin(["sh", "-c", KILL_SCRIPT, "fabrik-kill", String(pid)]), Date.now() + 5_000, 5_000).then(
+      (ch) => {
+        ch.on("close", () => undefined);
+        ch.on("error", () => undefined);
+        ch.end();
+        ch.resume();
+      },
+      () => undefined,
+    );
+  }
+
+  /** Close the connection. Later calls throw; a connect in flight ends itself once it sees `closed`. Idempotent. */
+  close(): void {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    const c = this.client;
+    this.client = undefined;
+    c?.end();
+  }
+}
