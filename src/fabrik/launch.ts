@@ -9,6 +9,7 @@
  */
 import fs from "node:fs";
 import os from "node:os";
+import { randomBytes } from "node:crypto";
 import path from "node:path";
 import type { Context } from "./context.js";
 import { driverFor } from "./context.js";
@@ -17,7 +18,7 @@ import { FabrikError, NotFoundError, RefusedError, RemoteError, UsageError, User
 import { guestHomeOf } from "./vm-service.js";
 import { ensureEngine, engineDir, requireEngineDialect } from "../vm/engine.js";
 import { CONTROL_FILES, INPUT_PRELOAD, buildLauncherScript, runDbPath, runDirName, smithersRunIdFor, startEngineArgs } from "../vm/launcher.js";
-import type { RunRecord } from "./registry.js";
+import type { PendingLaunch, RunRecord } from "./registry.js";
 import { assertVmName } from "../vm/names.js";
 
 /** What the user asked for. */
@@ -186,6 +187,9 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<{ res
 
   const runsRoot = `${home}/work/${req.vm}/.runs`;
   const workflowName = path.basename(wf.main);
+  // The journal: the row carries this launch's id before the VM is asked (see PendingLaunch).
+  const launchId = newLaunchId("launch");
+  const journalledAt = ctx.now();
   const row = ctx.registry().insertRunWith((id) => {
     const controlDir = `${runsRoot}/${runDirName(id, req.label ?? workflowName)}`;
     return {
@@ -200,6 +204,7 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<{ res
       smithers_db_path: runDbPath(controlDir, id),
       engine_version: req.engineVersion,
       status: "launching",
+      pending_json: JSON.stringify({ kind: "launch", launch_id: launchId, at_ms: journalledAt, detail: { engine_version: req.engineVersion } } satisfies PendingLaunch),
     };
   }, ctx.now());
 
@@ -218,6 +223,7 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<{ res
       heartbeatIntervalS: ctx.config.launcherHeartbeatIntervalS,
       engine: startEngineArgs(dialect, row.workflow_path, row.smithers_run_id),
       mode: "start",
+      launchId,
       banner: [],
     });
     // Modes travel in the archive (tar as root keeps them): dirs 0700, files 0600, run.sh 0700.
@@ -252,7 +258,7 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<{ res
     }
     if (r.exitCode !== 0) {
       const detail = r.stderr.trim().split("\n").slice(-3).join(" | ").slice(0, 500);
-      failRow(ctx, row, `launch failed (exit ${r.exitCode}): ${detail}`);
+      failRow(ctx, row, `launch failed (exit ${r.exitCode}): ${detail}`, { definite: true });
       if (r.exitCode === 73) throw new RefusedError(`control dir ${row.control_dir} already exists in VM ${req.vm}`, "fabrik never overwrites another run's dir; check `fabrik runs import --vm " + req.vm + "`");
       throw new RemoteError(req.vm, "launch run.sh", detail || `exit ${r.exitCode}`, r.exitCode, `see the log with \`fabrik vm shell ${req.vm} -- cat ${row.control_dir}/reports/smithers.log\``);
     }
@@ -268,12 +274,13 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<{ res
       {
         status: "running",
         started_at_ms: now,
+        pending_json: null,
         launcher_pid: Number.isInteger(pids.launcher_pid) ? pids.launcher_pid! : null,
         engine_pid: null,
       },
       now,
     );
-    ctx.registry().recordEvent(row.id, "launched", { launcher_pid: pids.launcher_pid ?? null, child_pid: pids.child_pid ?? null, engine_version: req.engineVersion }, now);
+    ctx.registry().recordEvent(row.id, "launched", { launcher_pid: pids.launcher_pid ?? null, child_pid: pids.child_pid ?? null, engine_version: req.engineVersion, launch_id: launchId }, now);
     return { result: toResult(updated), notes };
   } catch (err) {
     if (!(err instanceof FabrikError)) failRow(ctx, row, `launch failed: ${(err as Error).message}`);
@@ -283,11 +290,21 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<{ res
   }
 }
 
-function failRow(ctx: Context, row: RunRecord, reason: string): void {
+/** A fresh launch id (`launch-…`, `resume-…`): 16 random hex digits, enough never to repeat. */
+export function newLaunchId(kind: "launch" | "resume"): string {
+  return `${kind}-${randomBytes(8).toString("hex")}`;
+}
+
+/**
+ * Mark a launch failed. `definite`: the VM-side script answered that it did not start the launcher (the journal
+ * entry is closed); otherwise (deadline, lost connection) the VM may have started it, so the journal stays open and
+ * a later live check settles it (`runs-service.ts`, settlePendingLaunch).
+ */
+function failRow(ctx: Context, row: RunRecord, reason: string, opts: { definite?: boolean } = {}): void {
   const cur = ctx.registry().getRun(row.id);
   if (cur && cur.status !== "launching") return;
   const now = ctx.now();
-  ctx.registry().updateRun(row.id, { status: "failed", failure_reason: reason, finished_at_ms: now }, now);
+  ctx.registry().updateRun(row.id, { status: "failed", failure_reason: reason, finished_at_ms: now, ...(opts.definite ? { pending_json: null } : {}) }, now);
   ctx.registry().recordEvent(row.id, "launch-failed", { reason }, now);
 }
 

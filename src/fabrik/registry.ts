@@ -57,6 +57,25 @@ export interface RunRecord {
   engine_pid: number | null;
   /** 1 when registered by `runs import`. */
   imported: number;
+  /**
+   * A change fabrik asked the VM to make and has not yet seen through: a {@link PendingLaunch} as JSON, written
+   * BEFORE the VM is asked (the journal), cleared when the outcome is recorded. null when nothing is pending.
+   */
+  pending_json: string | null;
+}
+
+/**
+ * A journalled launch: `fabrik run` (kind `launch`) or `run resume` (kind `resume`) wrote this before starting the
+ * launcher in the VM. The launcher writes `launch_id` into every heartbeat.json, so if fabrik dies before recording
+ * the outcome, a later live check sees the launch happened and records it (resume_count, launcher pid, the event).
+ */
+export interface PendingLaunch {
+  kind: "launch" | "resume";
+  launch_id: string;
+  /** When it was journalled, host clock (epoch ms). */
+  at_ms: number;
+  /** What the history should say once it completes (reason, backup path, script …). */
+  detail: Record<string, unknown>;
 }
 
 /** The columns of a run a listing shows (`runs list`, cache-only views): everything but the input and bookkeeping. */
@@ -100,7 +119,7 @@ export interface RunFilter {
 }
 
 /** Current schema version; bump with a new entry in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** Migrations, index i upgrades version i to i+1. Each runs in one transaction. */
 const MIGRATIONS: readonly string[] = [
@@ -163,6 +182,10 @@ const MIGRATIONS: readonly string[] = [
     WHEN status IN ('failed','running') AND last_check_status IN ('orphaned','stale') THEN last_check_status
     ELSE status END;
   `,
+  // v3: the launch journal (see PendingLaunch).
+  `
+  ALTER TABLE runs ADD COLUMN pending_json TEXT;
+  `,
 ];
 
 const RUN_COLUMNS = [
@@ -191,6 +214,7 @@ const RUN_COLUMNS = [
   "launcher_pid",
   "engine_pid",
   "imported",
+  "pending_json",
 ] as const;
 type RunColumn = (typeof RUN_COLUMNS)[number];
 
@@ -355,6 +379,7 @@ export class Registry {
         launcher_pid: null,
         engine_pid: null,
         imported: 0,
+        pending_json: null,
         ...run,
         created_at_ms: run.created_at_ms ?? now,
         updated_at_ms: now,

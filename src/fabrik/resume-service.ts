@@ -13,7 +13,8 @@
 import type { Context } from "./context.js";
 import { NotFoundError, PrerequisiteError, RefusedError, RemoteError, UsageError, VmUnavailableError } from "../core/errors.js";
 import { observeVm, requireRun } from "./runs-service.js";
-import type { RunRecord } from "./registry.js";
+import type { PendingLaunch, RunRecord } from "./registry.js";
+import { newLaunchId } from "./launch.js";
 import type { ExecResult, VmDriver } from "../vm/driver.js";
 import {
   GUEST_EXIT_INSTALL_FAILED,
@@ -229,6 +230,7 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
     now: ctx.now(),
     guestHome,
     heartbeatIntervalS: ctx.config.launcherHeartbeatIntervalS,
+    launchId: newLaunchId("resume"),
   });
   const outcome = (p: ResumePlan, vm: GuestResult | null): ResumeOutcome => ({
     v: 1,
@@ -262,10 +264,30 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
     if (!go) throw new RefusedError(`run ${run.id} was not resumed: not confirmed`, "nothing was changed");
   }
 
+  // The journal: written BEFORE the VM changes anything, so a fabrik killed while (or after) the VM applies the
+  // resume leaves an intent that the next live check settles (runs-service.ts, settlePendingLaunch).
+  const history = {
+    previous_failure_reason: run.failure_reason,
+    previous_status: run.status,
+    reason: req.reason ?? null,
+    mode: plan.mode,
+    retry_node: plan.retry_node,
+    backup: plan.backup_path,
+    script: plan.script_path,
+    forced: req.force,
+  };
+  const journalledAt = ctx.now();
+  ctx.registry().updateRun(run.id, { pending_json: JSON.stringify({ kind: "resume", launch_id: plan.launch_id, at_ms: journalledAt, detail: history } satisfies PendingLaunch) }, journalledAt);
+  ctx.registry().recordEvent(run.id, "resume-intent", { launch_id: plan.launch_id, ...history }, journalledAt);
+  // A failure to reach the VM (deadline, lost connection) leaves the journal open: the VM may have applied it.
   const result = await runGuestResume(ctx, driver, run.vm, plan, requestFor(plan, req, staleMs, false), await ctx.guestInstalls());
-  if (result.refused) throw new ResumeRefusedError(outcome(withVmChecks(plan, result), result));
   const now = ctx.now();
+  if (result.refused) {
+    ctx.registry().updateRun(run.id, { pending_json: null }, now);
+    throw new ResumeRefusedError(outcome(withVmChecks(plan, result), result));
+  }
   if (!result.ok) {
+    ctx.registry().updateRun(run.id, { pending_json: null }, now);
     const where = result.backup ? `; the DB backup taken before any change is ${result.backup.path}` : "";
     const changed = result.reset?.applied ? " The state reset WAS applied." : result.backup ? " The DB state was not reset." : " Nothing was changed.";
     ctx.registry().recordEvent(run.id, "resume-failed", { stage: result.stage, error: result.error, backup: result.backup?.path ?? null, reason: req.reason ?? null }, now);
@@ -284,6 +306,7 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
       launcher_pid: result.pids?.launcher_pid ?? null,
       engine_pid: null,
       last_check_status: null,
+      pending_json: null,
     },
     now,
   );
@@ -291,9 +314,8 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
     run.id,
     "resumed",
     {
-      previous_failure_reason: run.failure_reason,
-      previous_status: run.status,
-      reason: req.reason ?? null,
+      ...history,
+      launch_id: plan.launch_id,
       mode: result.mode,
       retry_node: result.retry_node,
       backup: result.backup,
@@ -301,7 +323,6 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
       reset: result.reset,
       script: result.script?.path ?? null,
       launcher_pid: result.pids?.launcher_pid ?? null,
-      forced: req.force,
     },
     now,
   );

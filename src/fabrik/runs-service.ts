@@ -5,7 +5,7 @@
  */
 import pLimit from "p-limit";
 import type { Context } from "./context.js";
-import type { RunFilter, RunListRecord, RunRecord } from "./registry.js";
+import type { PendingLaunch, RunFilter, RunListRecord, RunRecord } from "./registry.js";
 import type { StatusThresholds } from "./status/facts.js";
 import { cachedRunState, type CheckSummary, type DerivedState } from "./status/cached.js";
 import { NotFoundError, UsageError } from "../core/errors.js";
@@ -150,8 +150,42 @@ export async function reconcile(ctx: Context, run: RunRecord, obs: RunObservatio
       hostNow,
     );
     if (patch.status !== undefined) ctx.registry().recordEvent(run.id, "status", { from: run.status, to: patch.status, reason: d.reason }, hostNow);
+    if (updated.pending_json) updated = await settlePendingLaunch(ctx, updated, obs.result.control?.heartbeat?.launch_id ?? null, obs.result.control?.launcher?.pid ?? null, hostNow, changes);
   }
   return toView(run, updated, d, obs, hostNow, changes);
+}
+
+/**
+ * A launch fabrik journalled but did not see through (the command was killed after the VM started it, or before):
+ * record its outcome now. Completed (the live heartbeat carries its launch id): the history a finished `run resume`
+ * or `fabrik run` would have written — resume count, launcher pid, the event, marked `reconciled`. Abandoned (never
+ * seen after 20 min): the journal entry is closed, and a row still `launching` becomes `failed` with the reason.
+ */
+async function settlePendingLaunch(ctx: Context, run: RunRecord, liveLaunchId: string | null, launcherPid: number | null, now: number, changes: RunView["cache_changes"]): Promise<RunRecord> {
+  const { pendingLaunchOutcome } = await import("./status/reconcile.js");
+  let pending: PendingLaunch;
+  try {
+    pending = JSON.parse(run.pending_json!) as PendingLaunch;
+  } catch {
+    return ctx.registry().updateRun(run.id, { pending_json: null }, now);
+  }
+  const outcome = pendingLaunchOutcome(pending, liveLaunchId, now);
+  if (outcome === "pending") return run;
+  const reg = ctx.registry();
+  if (outcome === "completed") {
+    const patch: Partial<RunRecord> =
+      pending.kind === "resume"
+        ? { resume_count: run.resume_count + 1, last_resumed_at_ms: pending.at_ms, launcher_pid: launcherPid ?? run.launcher_pid, pending_json: null }
+        : { started_at_ms: run.started_at_ms ?? pending.at_ms, launcher_pid: launcherPid ?? run.launcher_pid, pending_json: null };
+    const updated = reg.updateRun(run.id, patch, now);
+    reg.recordEvent(run.id, pending.kind === "resume" ? "resumed" : "launched", { ...pending.detail, launch_id: pending.launch_id, launcher_pid: launcherPid, reconciled: true }, now);
+    changes.push({ field: pending.kind === "resume" ? "resume_count" : "started_at_ms", from: pending.kind === "resume" ? run.resume_count : run.started_at_ms, to: pending.kind === "resume" ? updated.resume_count : updated.started_at_ms });
+    return updated;
+  }
+  const failLaunch = pending.kind === "launch" && run.status === "launching";
+  const updated = reg.updateRun(run.id, failLaunch ? { pending_json: null, status: "failed", failure_reason: "the launch was interrupted before the VM started it" } : { pending_json: null }, now);
+  reg.recordEvent(run.id, `${pending.kind}-abandoned`, { launch_id: pending.launch_id, journalled_at_ms: pending.at_ms }, now);
+  return updated;
 }
 
 function iso(ms: number | null): string | null {

@@ -85,11 +85,15 @@ export interface PlanInput {
   guestHome: string | null;
   /** heartbeat.json period of the resume launcher, seconds. */
   heartbeatIntervalS: number;
+  /** The id the host journals for this resume (written into the resume launcher's heartbeats). */
+  launchId: string;
 }
 
 export interface ResumePlan {
   v: 1;
   host_run_id: number;
+  /** The id of this resume's launch (journalled by the host, written into the resume launcher's heartbeats). */
+  launch_id: string;
   vm: string;
   smithers_run_id: string;
   engine_version: string | null;
@@ -198,6 +202,7 @@ export function planResume(input: PlanInput): ResumePlan {
   const plan: ResumePlan = {
     v: 1,
     host_run_id: run.id,
+    launch_id: input.launchId,
     vm: run.vm,
     smithers_run_id: run.smithers_run_id,
     engine_version: run.engine_version,
@@ -432,6 +437,7 @@ export function planResume(input: PlanInput): ResumePlan {
       heartbeatIntervalS: input.heartbeatIntervalS,
       engine,
       mode: "resume",
+      launchId: input.launchId,
       banner: plan.banner,
     });
   }

@@ -117,6 +117,11 @@ export interface LauncherInputs {
   mode: "start" | "resume";
   /** Lines printed to the log before the engine starts (e.g. `Completed: 15/18 tasks`). */
   banner: string[];
+  /**
+   * The id fabrik journalled for this launch before starting it (`[a-z0-9-]`, ≤ 64): written into every heartbeat,
+   * so a fabrik killed after the VM started the launcher can still tell, later, that it did.
+   */
+  launchId: string;
 }
 
 /**
@@ -154,6 +159,7 @@ ENGINE_DIR=${q(i.engineDir)}
 WORKFLOW=${q(i.workflowPath)}
 HEARTBEAT_INTERVAL_S=${i.heartbeatIntervalS}
 MODE=${q(i.mode)}
+LAUNCH_ID=${q(i.launchId)}
 export SMITHERS_DB_PATH=${q(i.dbPath)}
 export SMITHERS_POST_FAILURE=0
 export PATH="$ENGINE_DIR/.runtime/node_modules/.bin:$PATH"
@@ -185,8 +191,8 @@ write_heartbeat() {
   local phase="$1" code="\${2:-null}" now_ms
   now_ms=$(date +%s%3N)
   seq=$((seq + 1))
-  printf '{"v":${LAUNCHER_CONTRACT_VERSION},"ts":"%s","ts_ms":%s,"seq":%s,"phase":"%s","host_run_id":%s,"smithers_run_id":"%s","launcher_pid":%s,"child_pid":%s,"engine_pid":%s,"engine_version":"%s","interval_s":%s,"exit_code":%s}\\n' \\
-    "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$now_ms" "$seq" "$phase" "$HOST_RUN_ID" "$SMITHERS_RUN_ID" "$$" "\${child:-null}" "\${engine_pid:-null}" "$ENGINE_VERSION" "$HEARTBEAT_INTERVAL_S" "$code" \\
+  printf '{"v":${LAUNCHER_CONTRACT_VERSION},"ts":"%s","ts_ms":%s,"seq":%s,"phase":"%s","host_run_id":%s,"smithers_run_id":"%s","launcher_pid":%s,"child_pid":%s,"engine_pid":%s,"engine_version":"%s","interval_s":%s,"exit_code":%s,"launch_id":"%s"}\\n' \\
+    "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$now_ms" "$seq" "$phase" "$HOST_RUN_ID" "$SMITHERS_RUN_ID" "$$" "\${child:-null}" "\${engine_pid:-null}" "$ENGINE_VERSION" "$HEARTBEAT_INTERVAL_S" "$code" "$LAUNCH_ID" \\
     > heartbeat.json.tmp && mv heartbeat.json.tmp heartbeat.json
 }
 
@@ -312,7 +318,7 @@ export const LAUNCHER_CONTRACT_HELP = `The launcher contract — files in a run'
   engine.pid             the engine's real pid (0.32: from _smithers_runs.runtime_owner_id)
   heartbeat.json         rewritten atomically every 10 s while the engine lives:
                          {v, ts, ts_ms, seq, phase, host_run_id, smithers_run_id, launcher_pid,
-                          child_pid, engine_pid, engine_version, interval_s, exit_code}
+                          child_pid, engine_pid, engine_version, interval_s, exit_code, launch_id}
   exit_code              the engine's exit status, written on every exit path (signals included)
   launcher.lock          flock held by the launcher and inherited by the engine
 `;

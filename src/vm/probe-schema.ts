@@ -73,6 +73,8 @@ export const ControlFactsSchema = z.object({
       engine_version: str(100).nullable(),
       interval_s: z.number().nullable(),
       exit_code: nint,
+      /** The launch (run.sh or resume-N.sh) that writes this heartbeat: the id fabrik journalled before starting it. */
+      launch_id: str(100).nullable(),
     })
     .nullable(),
   /** Why heartbeat.json could not be used ("missing", "not JSON", "too large"), or null. */

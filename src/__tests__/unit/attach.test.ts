@@ -74,7 +74,7 @@ const REC = {
   id: 1, vm: "v", driver: "local", label: null, control_dir: "/c", workflow_path: "/c/workflow/w.tsx", workflow_source: null, input_json: null,
   smithers_run_id: "fabrik-1", smithers_db_path: "/x.db", engine_version: "0.32.0", status: "running", exit_code: null, failure_reason: null,
   created_at_ms: 1, started_at_ms: 1, finished_at_ms: null, updated_at_ms: 1, last_check_at_ms: null, last_check_status: null, last_check_json: null,
-  resume_count: 0, last_resumed_at_ms: null, launcher_pid: null, engine_pid: null, imported: 0,
+  resume_count: 0, last_resumed_at_ms: null, launcher_pid: null, engine_pid: null, imported: 0, pending_json: null,
 } satisfies RunRecord;
 const T = { engineHeartbeatStaleMs: 30_000, launcherHeartbeatStaleMs: 30_000, dbSizeWarnBytes: 1e9, rowSizeWarnBytes: 1e6, configuredEngineVersion: "0.32.0" };
 const outcomeExitCode = (o: RunOutcome) => runOutcomeExitCode(o.kind);

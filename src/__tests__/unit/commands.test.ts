@@ -325,3 +325,63 @@ describe("conventions (in-process)", () => {
     expect(fs.readFileSync(file).equals(before)).toBe(true);
   });
 });
+
+describe("the launch journal (in-process)", () => {
+  const withLaunch = (answer: ProbeResponse, launchId: string): ProbeResponse => ({
+    ...answer,
+    runs: answer.runs.map((r) => ({
+      ...r,
+      control: {
+        ...r.control!,
+        heartbeat: { v: 1, ts_ms: NOW - 1000, seq: 3, phase: "running", host_run_id: 1, smithers_run_id: "fabrik-1", launcher_pid: 10, child_pid: 11, engine_pid: 11, engine_version: "0.32.0", interval_s: 10, exit_code: null, launch_id: launchId },
+        heartbeat_error: null,
+      },
+    })),
+  });
+  const journal = (kind: "launch" | "resume", atMs: number) => {
+    const reg = Registry.open(path.join(home, "fh", "registry.db"));
+    reg.updateRun(1, { pending_json: JSON.stringify({ kind, launch_id: `${kind}-00000000000000aa`, at_ms: atMs, detail: { reason: "test" } }) });
+    reg.close();
+  };
+  const after = () => {
+    const reg = Registry.open(path.join(home, "fh", "registry.db"));
+    try {
+      return { run: reg.getRun(1)!, events: reg.runEvents(1).map((e) => ({ kind: e.kind, detail: JSON.parse(e.detail_json ?? "null") as Record<string, unknown> })) };
+    } finally {
+      reg.close();
+    }
+  };
+
+  it("a resume the VM applied after fabrik died is recorded by the next live check, once", async () => {
+    seed([{ vm: "vm1" }]);
+    journal("resume", NOW - 5_000);
+    const answer = withLaunch(probeAnswer(["1"], { alive: true }), "resume-00000000000000aa");
+    const lima = new FakeDriver().expect("exec", probeOk(answer), 2);
+    expect((await run(["runs", "show", "--id", "1"], { lima })).code).toBe(0);
+    expect((await run(["runs", "show", "--id", "1"], { lima })).code).toBe(0);
+    const { run: r, events } = after();
+    expect(r.resume_count).toBe(1);
+    expect(r.pending_json).toBeNull();
+    expect(r.launcher_pid).toBe(10);
+    expect(events.filter((e) => e.kind === "resumed")).toEqual([{ kind: "resumed", detail: expect.objectContaining({ reconciled: true, launch_id: "resume-00000000000000aa", reason: "test" }) }]);
+  });
+
+  it("a journalled launch the VM never started is closed after 20 min, and nothing else changes", async () => {
+    seed([{ vm: "vm1" }]);
+    journal("resume", NOW - 21 * 60_000);
+    const lima = new FakeDriver().expect("exec", probeOk(withLaunch(probeAnswer(["1"], { alive: true }), "resume-somethingelse0")));
+    expect((await run(["runs", "show", "--id", "1"], { lima })).code).toBe(0);
+    const { run: r, events } = after();
+    expect(r.resume_count).toBe(0);
+    expect(r.pending_json).toBeNull();
+    expect(events.map((e) => e.kind)).toContain("resume-abandoned");
+  });
+
+  it("a recent journal entry not yet seen in the VM stays open", async () => {
+    seed([{ vm: "vm1" }]);
+    journal("resume", NOW - 1_000);
+    const lima = new FakeDriver().expect("exec", probeOk(probeAnswer(["1"], { alive: true })));
+    expect((await run(["runs", "show", "--id", "1"], { lima })).code).toBe(0);
+    expect(after().run.pending_json).not.toBeNull();
+  });
+});

@@ -41,6 +41,7 @@ function cache(over: Partial<RunRecord> = {}): RunRecord {
     launcher_pid: 100,
     engine_pid: null,
     imported: 0,
+    pending_json: null,
     ...over,
   };
 }
@@ -107,6 +108,7 @@ function live(f: Facts): Observation {
               engine_version: "0.32.0",
               interval_s: 10,
               exit_code: null,
+              launch_id: null,
             },
       heartbeat_error: f.heartbeatError ?? (f.launcherHbAgeMs === null ? "missing" : null),
       heartbeat_mtime_ms: f.launcherHbAgeMs === null ? null : NOW - (f.launcherHbAgeMs ?? 2_000),

@@ -20,6 +20,7 @@ const base: LauncherInputs = {
   heartbeatIntervalS: 10,
   engine: startEngineArgs("modern", "/home/ralph.guest/work/ralph-1/.runs/113-seq/workflow/seq.tsx", "fabrik-113"),
   mode: "start",
+  launchId: "launch-0123456789abcdef",
   banner: [],
 };
 

@@ -51,6 +51,7 @@ function runRecord(over: Partial<RunRecord> = {}): RunRecord {
     launcher_pid: 100,
     engine_pid: null,
     imported: 0,
+    pending_json: null,
     ...over,
   };
 }
@@ -166,6 +167,7 @@ function input(f: Facts = {}, over: Partial<PlanInput> & { force?: boolean; fix?
     now: NOW,
     guestHome: over.guestHome === undefined ? HOME : over.guestHome,
     heartbeatIntervalS: 10,
+    launchId: "resume-0123456789abcdef",
   };
 }
 

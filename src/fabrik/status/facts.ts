@@ -55,6 +55,8 @@ export interface RunFacts {
   launcherPid: number | null;
   /** heartbeat.json says the launcher has exited (phase `exited`). */
   launcherExited: boolean;
+  /** The launch the current heartbeat.json belongs to (the id fabrik journalled), when written. */
+  launchId: string | null;
   /** The launcher's exit_code file, when written. */
   exitCode: number | null;
   exitCodeGarbage: boolean;
@@ -144,6 +146,7 @@ export function runFacts(r: ProbeRunResult, vmNowMs: number, t: StatusThresholds
     launcherAlive: alive(c?.launcher),
     launcherPid: c?.launcher?.pid ?? null,
     launcherExited: c?.heartbeat?.phase === "exited",
+    launchId: c?.heartbeat?.launch_id ?? null,
     exitCode,
     exitCodeGarbage: (c?.exit_code_garbage ?? false) || (rawExit !== null && exitCode === null),
     engineHeartbeatAgeMs,

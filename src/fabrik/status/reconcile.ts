@@ -72,3 +72,16 @@ export function reconcileWithCache(cache: CachedRun, f: RunFacts, v: Verdict): R
   }
   return { mismatches, diagnoses, cacheStatus, cacheFailureReason, clearExitCode };
 }
+
+/** How long a journalled launch may stay unseen in the VM before it counts as never started, ms. */
+export const PENDING_LAUNCH_TIMEOUT_MS = 20 * 60_000;
+
+/**
+ * What became of a journalled launch, judged from a live heartbeat: `completed` (the VM runs the launcher with
+ * that id, or ran it), `abandoned` (not seen after {@link PENDING_LAUNCH_TIMEOUT_MS}: the VM never started it),
+ * or `pending` (still within the time the launch may take). Pure.
+ */
+export function pendingLaunchOutcome(pending: { launch_id: string; at_ms: number }, liveLaunchId: string | null, nowMs: number): "completed" | "abandoned" | "pending" {
+  if (liveLaunchId === pending.launch_id) return "completed";
+  return nowMs - pending.at_ms > PENDING_LAUNCH_TIMEOUT_MS ? "abandoned" : "pending";
+}

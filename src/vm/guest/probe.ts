@@ -32,7 +32,7 @@ const DB_BUSY_TIMEOUT_MS = 1000;
 type HbKind = "int" | "ms" | "num" | number;
 const HB_FIELDS: Record<string, HbKind> = {
   v: "int", ts_ms: "ms", seq: "int", phase: 40, host_run_id: "int", smithers_run_id: 200, launcher_pid: "int",
-  child_pid: "int", engine_pid: "int", engine_version: 100, interval_s: "num", exit_code: "int",
+  child_pid: "int", engine_pid: "int", engine_version: 100, interval_s: "num", exit_code: "int", launch_id: 100,
 };
 const RUN_COLS = ["run_id", "status", "workflow_name", "workflow_path", "created_at_ms", "started_at_ms", "finished_at_ms", "heartbeat_at_ms", "runtime_owner_id", "error_json"];
 const MODERN_COLS = ["heartbeat_at_ms", "runtime_owner_id"];
