@@ -16,6 +16,7 @@ ENGINE_DIR=/home/ralph.guest/.fabrik/engines/0.32.0
 WORKFLOW=/home/ralph.guest/work/ralph-1/.runs/113-seq/workflow/seq.tsx
 HEARTBEAT_INTERVAL_S=10
 MODE=start
+LAUNCH_ID=launch-0123456789abcdef
 export SMITHERS_DB_PATH=/home/ralph.guest/work/ralph-1/.runs/113-seq/.smithers/run-113.db
 export SMITHERS_POST_FAILURE=0
 export PATH="$ENGINE_DIR/.runtime/node_modules/.bin:$PATH"
@@ -47,8 +48,8 @@ write_heartbeat() {
   local phase="$1" code="${2:-null}" now_ms
   now_ms=$(date +%s%3N)
   seq=$((seq + 1))
-  printf '{"v":1,"ts":"%s","ts_ms":%s,"seq":%s,"phase":"%s","host_run_id":%s,"smithers_run_id":"%s","launcher_pid":%s,"child_pid":%s,"engine_pid":%s,"engine_version":"%s","interval_s":%s,"exit_code":%s}\n' \
-    "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$now_ms" "$seq" "$phase" "$HOST_RUN_ID" "$SMITHERS_RUN_ID" "$$" "${child:-null}" "${engine_pid:-null}" "$ENGINE_VERSION" "$HEARTBEAT_INTERVAL_S" "$code" \
+  printf '{"v":1,"ts":"%s","ts_ms":%s,"seq":%s,"phase":"%s","host_run_id":%s,"smithers_run_id":"%s","launcher_pid":%s,"child_pid":%s,"engine_pid":%s,"engine_version":"%s","interval_s":%s,"exit_code":%s,"launch_id":"%s"}\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$now_ms" "$seq" "$phase" "$HOST_RUN_ID" "$SMITHERS_RUN_ID" "$$" "${child:-null}" "${engine_pid:-null}" "$ENGINE_VERSION" "$HEARTBEAT_INTERVAL_S" "$code" "$LAUNCH_ID" \
     > heartbeat.json.tmp && mv heartbeat.json.tmp heartbeat.json
 }
 
