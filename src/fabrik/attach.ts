@@ -169,7 +169,8 @@ export function attachStream(ctx: Context, o: AttachOptions, extra: { notes?: st
   return {
     kind: "stream",
     items,
-    renderItem: (e) => (e.kind === "log" ? e.text : undefined),
+    // `run --follow`: the run's id first (as `fabrik run` prints it), then the log.
+    renderItem: (e) => (e.kind === "log" ? e.text : e.kind === "launched" ? `${e.run.id}\n` : undefined),
     itemJson: (e) =>
       e.kind === "log"
         ? { type: "log", run_id: e.run_id, text: e.text }
