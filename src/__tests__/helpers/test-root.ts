@@ -96,8 +96,13 @@ function isZombie(pid: number): boolean {
   }
 }
 
-/** Live (non-zombie) processes that belong to `root`, with what tied them to it. */
-export function processesUnder(root: string): { pid: number; why: string; cmdline: string }[] {
+/**
+ * Live (non-zombie) processes that belong to `root`, with what tied them to it. `spareChildren`: leave this
+ * process's direct children alone (vitest's own helpers such as esbuild or a worker still closing, at a normal
+ * teardown); a test's leftover process is never a direct child (its worker has exited and it was re-parented).
+ */
+export function processesUnder(root: string, opts: { spareChildren?: boolean } = {}): { pid: number; why: string; cmdline: string }[] {
+  const spareChildren = opts.spareChildren ?? true;
   const spare = selfAndAncestors();
   const inside = (s: string) => s === root || s.startsWith(root + "/");
   const out: { pid: number; why: string; cmdline: string }[] = [];
@@ -110,10 +115,7 @@ export function processesUnder(root: string): { pid: number; why: string; cmdlin
   for (const e of entries) {
     if (!/^\d+$/.test(e)) continue;
     const pid = Number(e);
-    // Spared: this process, its ancestors and its direct children (vitest's own helpers such as esbuild or a
-    // worker still closing). A test's leftover process is never a direct child: its worker has exited and it
-    // was re-parented.
-    if (spare.has(pid) || parentOf(pid) === process.pid) continue;
+    if (spare.has(pid) || (spareChildren && parentOf(pid) === process.pid)) continue;
     let cmdline = "";
     let why = "";
     try {
@@ -173,6 +175,38 @@ export async function removeRoot(root: string): Promise<{ killed: { pid: number;
     }
   }
   return { killed };
+}
+
+/**
+ * The same as {@link removeRoot}, synchronously, sparing nothing but this process and its ancestors: for a
+ * `process.on("exit")` handler when vitest exits without its teardown (Ctrl-C), workers included.
+ */
+export function removeRootSync(root: string): number {
+  const killed = new Set<number>();
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const procs = processesUnder(root, { spareChildren: false });
+    if (procs.length === 0 || Date.now() > deadline) break;
+    for (const p of procs) {
+      killed.add(p.pid);
+      try {
+        process.kill(p.pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
+    Atomics.wait(nap, 0, 0, 50); // the main process is exiting: nothing else to run meanwhile
+  }
+  for (let i = 0; i < 5; i++) {
+    try {
+      fs.rmSync(root, { recursive: true, force: true });
+      break;
+    } catch {
+      Atomics.wait(nap, 0, 0, 200);
+    }
+  }
+  return killed.size;
 }
 
 /** Remove the roots under `base` whose owning run is dead (an interrupted run's leftovers). */

@@ -1,6 +1,6 @@
 /**
  * vitest global setup (runs once, in vitest's main process, before any worker starts; teardown after the last
- * file). See helpers/test-root.ts for the root's life cycle. Workers inherit `TMPDIR`/`FABRIK_TEST_ROOT` from
+ * file, or an exit handler when vitest is interrupted). See helpers/test-root.ts for the root's life cycle. Workers inherit `TMPDIR`/`FABRIK_TEST_ROOT` from
  * this process's environment, which vitest copies when it starts them.
  *
  * Teardown also checks that the run left nothing in the checkout: entries that `git status --porcelain
@@ -12,7 +12,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createRoot, removeRoot, sweepStaleRoots } from "../helpers/test-root.js";
+import { createRoot, removeRoot, removeRootSync, sweepStaleRoots } from "../helpers/test-root.js";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const ALLOWED_IN_CHECKOUT = [/^\.cache\//, /^dist\//, /^node_modules\//];
@@ -45,8 +45,17 @@ export default async function setup(): Promise<() => Promise<void>> {
   process.env.FABRIK_TEST_ROOT = root;
   process.env.TMPDIR = root;
   const before = checkoutEntries();
+  // Ctrl-C (or any other early process.exit): vitest exits without running the teardown below, and its own
+  // "exit" listener calls process.exit() again, which would skip listeners added after it. So this one goes
+  // FIRST, and cleans up synchronously on the way out (workers included).
+  const onExit = () => {
+    const n = removeRootSync(root);
+    process.stderr.write(`[fabrik tests] exiting early: killed ${n} process(es) of ${root} and removed it\n`);
+  };
+  process.prependListener("exit", onExit);
 
   return async () => {
+    process.off("exit", onExit);
     const { killed } = await removeRoot(root);
     if (killed.length) {
       console.log(`[fabrik tests] teardown killed ${killed.length} leftover process(es) of ${root}:`);
