@@ -9,7 +9,9 @@
  *   finished  6-task `seq` run that finishes
  *   failed    task 3 throws (retries 0) → run failed
  *   killed    the ENGINE process is SIGKILLed during task 3 (whole process group, so a wrapper and its
- *             engine child both die); files copied untouched: main file ~4 KB, the data is in -wal
+ *             engine child both die); files copied untouched: main file ~4 KB, the data is in -wal.
+ *             The run uses the workflow's gate (input `gateDir`): tasks 1-2 are released up front, task 3
+ *             announces itself (`at-3`) and waits, and the kill comes then, so it always lands inside task 3.
  *   resumed   that same killed run continued to the end with the engine's real continue path:
  *             0.32: state reset (smithers-engine.md) then `smithers up WF --resume ID`;
  *             0.5:  `smithers run WF --run-id ID --resume`
@@ -72,9 +74,6 @@ const ENGINES = {
 const MANIFEST_SCHEMA = 1;
 const TASKS = 6;
 const SLEEP_MS = 300;
-/** Longer task sleep for runs that get killed, so the kill lands inside task 3 even on a loaded machine. */
-const KILL_SLEEP_MS = 800;
-const KILL_DELAY_MS = 150;
 const FAIL_AT = 3;
 const KILL_AT = 3;
 const RUN_TIMEOUT_MS = 120_000;
@@ -607,23 +606,28 @@ class Lane {
     });
   }
 
-  /** One attempt at a run that is SIGKILLed during task KILL_AT. Returns null when the kill missed. */
+  /**
+   * One attempt at a run that is SIGKILLed during task KILL_AT: the gate releases the tasks before it, task
+   * KILL_AT writes `at-<KILL_AT>` and waits for a release that never comes; the kill follows. Returns null
+   * when the DB does not show the expected state (not expected with the gate; the caller retries).
+   */
   async killOnce(dbDir, run) {
+    const gateDir = run.input.gateDir;
+    fs.rmSync(gateDir, { recursive: true, force: true });
+    fs.mkdirSync(gateDir, { recursive: true });
+    for (let n = 1; n < KILL_AT; n++) fs.writeFileSync(path.join(gateDir, `release-${n}`), "");
     const argv = startArgv(this.version, "seq.tsx", run.runId, run.input);
-    let sawStart;
-    const started = new Promise((r) => (sawStart = r));
-    const marker = `→ step-${KILL_AT} (attempt 1`;
-    const { child, done } = start(argv, {
-      cwd: this.workDir,
-      env: engineEnv(this.version, path.join(dbDir, "run.db")),
-      onStderrLine: (line) => line.includes(marker) && sawStart(),
-    });
-    const outcome = await Promise.race([started.then(() => "started"), done.then(() => "exited")]);
-    if (outcome !== "started") {
+    const { child, done } = start(argv, { cwd: this.workDir, env: engineEnv(this.version, path.join(dbDir, "run.db")) });
+    let exited = false;
+    done.then(() => (exited = true));
+    const atFile = path.join(gateDir, `at-${KILL_AT}`);
+    const deadline = Date.now() + RUN_TIMEOUT_MS;
+    while (!fs.existsSync(atFile) && !exited && Date.now() < deadline) await sleep(20);
+    if (!fs.existsSync(atFile)) {
+      if (!exited) killGroup(child.pid);
       const res = await done;
-      throw new Error(`[${this.version}] run ended before step-${KILL_AT} started (exit ${res.code})\n${tail(res.stderr)}`);
+      throw new Error(`[${this.version}] step-${KILL_AT} never started (exit ${res.code ?? res.signal})\n${tail(res.stderr)}`);
     }
-    await sleep(KILL_DELAY_MS);
     const launchedPid = child.pid;
     const tree = [launchedPid, ...descendantsOf(launchedPid)];
     killGroup(launchedPid, "SIGKILL");
@@ -659,7 +663,7 @@ class Lane {
 
   /** killed + resumed: the resumed fixture continues exactly the run the killed fixture captured. */
   async killedAndResumed() {
-    const input = { tasks: TASKS, sleepMs: KILL_SLEEP_MS };
+    const input = { tasks: TASKS, sleepMs: SLEEP_MS, gateDir: path.join(SCRATCH, `gate-${this.version}`) };
     const killedRun = this.seqRun("killed", input, "running", EXPECT.killed());
     let dbDir;
     let killed;
@@ -687,6 +691,8 @@ class Lane {
       reset = JSON.parse(r.stdout);
       steps.push({ reset: "attempts in-progress→cancelled, nodes in-progress→pending, heartbeat/owner→NULL", changes: reset });
     }
+    // The resumed task KILL_AT and the ones after it may finish.
+    for (let n = KILL_AT; n <= TASKS; n++) fs.writeFileSync(path.join(input.gateDir, `release-${n}`), "");
     const argv = resumeArgv(this.version, "seq.tsx", killedRun.runId);
     const res = await this.engine(argv, dbDir, 0);
     steps.push({ argv: showArgv(argv), exitCode: res.code });

@@ -5,7 +5,9 @@
  * Same contract as `examples/workflows/seq.tsx` (0.32): tasks `step-1` .. `step-N`, each sleeps `sleepMs` and
  * returns `{ n, sleptMs }`; input `tasks` (default 6), `sleepMs` (default 1000), `failAt` (default 0 = none;
  * task k throws, `retries={0}` so the run fails), `failUnlessFile` (task `failAt` throws only while that file
- * does NOT exist).
+ * does NOT exist), `gateDir` (task N creates `<gateDir>/at-<N>`, sleeps, then waits until
+ * `<gateDir>/release-<N>` exists, checked every 50 ms, before it fails or finishes; removing the folder releases
+ * every task; without it nothing changes).
  *
  * 0.5 does not call function children (no compute tasks), so each task gets a tiny `agent` object whose
  * `async generate()` does the work and returns `{ output: {...} }`; a throw fails the attempt.
@@ -14,7 +16,7 @@
  * DB: `SMITHERS_DB_PATH` (when set and non-empty) is passed as `dbPath`; otherwise the engine's default
  * (`./smithers.db` relative to the process cwd).
  */
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { createSmithers, Sequence } from "smithers-orchestrator";
 import { z } from "zod";
 
@@ -25,9 +27,22 @@ const { Workflow, Task, smithers } = createSmithers(
   { dbPath: process.env.SMITHERS_DB_PATH || undefined },
 );
 
-type SeqInput = { tasks?: number; sleepMs?: number; failAt?: number; failUnlessFile?: string };
+type SeqInput = { tasks?: number; sleepMs?: number; failAt?: number; failUnlessFile?: string; gateDir?: string };
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Announce task `n` in `gateDir` (`at-<n>`), then wait until the test creates `release-<n>`. */
+async function gate(gateDir: string | undefined, n: number, sleepMs: number): Promise<void> {
+  if (!gateDir) return sleep(sleepMs);
+  try {
+    writeFileSync(`${gateDir}/at-${n}`, `${process.pid}\n`);
+  } catch {
+    // The folder is gone: released (below).
+  }
+  await sleep(sleepMs);
+  // A removed gate folder releases every task (a test that ends early lets its runs finish).
+  while (existsSync(gateDir) && !existsSync(`${gateDir}/release-${n}`)) await sleep(50);
+}
 
 /** An agent-shaped object that runs `fn` instead of calling a model. */
 function computeAgent(id: string, fn: () => Promise<Record<string, unknown>>): any {
@@ -46,6 +61,7 @@ export default smithers((ctx) => {
   const sleepMs = input.sleepMs ?? 1000;
   const failAt = input.failAt ?? 0;
   const failUnlessFile = input.failUnlessFile;
+  const gateDir = input.gateDir;
   const steps = Array.from({ length: tasks }, (_, i) => i + 1);
   return (
     <Workflow name="seq">
@@ -57,7 +73,7 @@ export default smithers((ctx) => {
             output="step"
             retries={0}
             agent={computeAgent(`step-${n}`, async () => {
-              await sleep(sleepMs);
+              await gate(gateDir, n, sleepMs);
               if (n === failAt && !(failUnlessFile && existsSync(failUnlessFile))) {
                 throw new Error(
                   `step-${n} failed on purpose (failAt=${failAt})` +

@@ -12,10 +12,15 @@
  * - `failUnlessFile` optional path: task `failAt` throws only while this file does NOT exist. A test can
  *             "fix the cause" by creating the file, then continue the failed run so the task runs again
  *             and succeeds.
+ * - `gateDir` optional folder: makes every task wait for a signal (for tests that must act while a given
+ *             task runs, without racing a timer). Task N first creates `<gateDir>/at-<N>` ("I am in task N",
+ *             re-created by every attempt), sleeps `sleepMs`, then waits until `<gateDir>/release-<N>` exists
+ *             (checked every 50 ms) before it fails or finishes; removing the folder releases every task.
+ *             Without `gateDir` nothing changes.
  *
  * DB: `SMITHERS_DB_PATH` (when set and non-empty) is passed as `dbPath`; otherwise the engine's default.
  */
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { createSmithers, Sequence } from "smithers-orchestrator";
 import { z } from "zod";
 
@@ -26,6 +31,7 @@ const { Workflow, Task, smithers, outputs } = createSmithers(
       sleepMs: z.number().int().min(0).default(1000),
       failAt: z.number().int().min(0).default(0),
       failUnlessFile: z.string().optional(),
+      gateDir: z.string().optional(),
     }),
     step: z.object({ n: z.number().int(), sleptMs: z.number().int() }),
   },
@@ -34,11 +40,25 @@ const { Workflow, Task, smithers, outputs } = createSmithers(
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** Announce task `n` in `gateDir` (`at-<n>`), then wait until the test creates `release-<n>`. */
+async function gate(gateDir: string | undefined, n: number, sleepMs: number): Promise<void> {
+  if (!gateDir) return sleep(sleepMs);
+  try {
+    writeFileSync(`${gateDir}/at-${n}`, `${process.pid}\n`);
+  } catch {
+    // The folder is gone: released (below).
+  }
+  await sleep(sleepMs);
+  // A removed gate folder releases every task (a test that ends early lets its runs finish).
+  while (existsSync(gateDir) && !existsSync(`${gateDir}/release-${n}`)) await sleep(50);
+}
+
 export default smithers((ctx) => {
   const tasks = ctx.input.tasks ?? 6;
   const sleepMs = ctx.input.sleepMs ?? 1000;
   const failAt = ctx.input.failAt ?? 0;
   const failUnlessFile = ctx.input.failUnlessFile;
+  const gateDir = ctx.input.gateDir;
   const steps = Array.from({ length: tasks }, (_, i) => i + 1);
   return (
     <Workflow name="seq">
@@ -46,7 +66,7 @@ export default smithers((ctx) => {
         {steps.map((n) => (
           <Task key={`step-${n}`} id={`step-${n}`} output={outputs.step} retries={0}>
             {async () => {
-              await sleep(sleepMs);
+              await gate(gateDir, n, sleepMs);
               if (n === failAt && !(failUnlessFile && existsSync(failUnlessFile))) {
                 throw new Error(
                   `step-${n} failed on purpose (failAt=${failAt})` +

@@ -71,7 +71,7 @@ const numbered = (from: number, to: number, prefix = "line") => Array.from({ len
 
 describe("attachRun on a local-driver VM", () => {
   beforeAll(async () => {
-    home = fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-attach-"));
+    home = fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-attach-")); // inside this run's temp root (TMPDIR)
     const driver = new LocalDriver(path.join(home, "local-vms"));
     await driver.create({ name: VM, timeoutMs: 10_000 });
     await driver.start(VM);
@@ -180,8 +180,11 @@ describe("attachRun on a local-driver VM", () => {
     children.push(engine);
     const abort = new AbortController();
     const { io, ctx } = await newContext(abort.signal);
-    setTimeout(() => abort.abort(), 1_500);
-    const code = await attachRun(ctx, { id, tail: 50, follow: true, exitStatus: true });
+    const attached = attachRun(ctx, { id, tail: 50, follow: true, exitStatus: true });
+    // Ctrl-C once attach has followed a few lines (an event, not a time window).
+    while (!io.out().includes("tick 3\n")) await new Promise((r) => setTimeout(r, 10));
+    abort.abort();
+    const code = await attached;
     ctx.close();
     expect(code).toBe(ExitCode.INTERRUPTED);
     expect(io.out()).toMatch(/^begin\ntick 1\ntick 2\n(tick \d+\n)+$/);

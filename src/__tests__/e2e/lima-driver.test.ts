@@ -5,14 +5,15 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
-import { spawnSync } from "node:child_process";
 import { LimaDriver } from "../../vm/lima-driver.js";
 import { NotFoundError, PrerequisiteError, VmUnavailableError } from "../../core/errors.js";
-import { makeTestEnv, standinUnavailable, stopAllStandinVms, STANDIN_DIR, type TestEnv } from "../helpers/cli.js";
+import { disposeTestEnv, makeTestEnv, type TestEnv } from "../helpers/cli.js";
+import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
+import { run, waitFor } from "../helpers/proc.js";
 
-const skip = standinUnavailable();
+const skip = missingPrereqs(...STANDIN, "pgrep");
 
-describe.skipIf(skip)("LimaDriver against the stand-in", () => {
+describe.skipIf(skip)(titled("LimaDriver against the stand-in", skip), () => {
   let t: TestEnv;
   let driver: LimaDriver;
   const template = () => path.join(t.tmp, "tiny.yaml");
@@ -23,7 +24,7 @@ describe.skipIf(skip)("LimaDriver against the stand-in", () => {
     await driver.create({ name: "d1", template: template(), timeoutMs: 60_000 });
     await driver.start("d1", { timeoutMs: 60_000 });
   }, 120_000);
-  afterAll(() => stopAllStandinVms(t));
+  afterAll(() => disposeTestEnv(t));
 
   it("reports the VM with its guest home", async () => {
     const info = await driver.inspect("d1", { timeoutMs: 10_000 });
@@ -48,8 +49,8 @@ describe.skipIf(skip)("LimaDriver against the stand-in", () => {
     const started = Date.now();
     await expect(driver.exec("d1", ["bash", "-c", `exec -a ${marker} sleep 300`], { timeoutMs: 1500 })).rejects.toThrow(VmUnavailableError);
     expect(Date.now() - started).toBeLessThan(10_000);
-    await new Promise((r) => setTimeout(r, 500));
-    expect(spawnSync("pgrep", ["-f", marker]).status).not.toBe(0);
+    // The kill is asynchronous: wait (with a deadline) for the guest command to be gone.
+    await waitFor(async () => (await run("pgrep", ["-f", marker])).code !== 0, { timeoutMs: 10_000, intervalMs: 100, what: `no process matching ${marker}` });
   });
 
   it("refuses a stopped or missing VM before running anything", async () => {

@@ -1,29 +1,21 @@
 // End-to-end tests for the limactl stand-in (scripts/limactl-standin/limactl).
 // The stand-in turns Linux namespaces into "VMs" (own pid space, mounts, guest home, sshd),
 // so these tests need root and OpenSSH's sshd. Each run uses a private temporary LIMA_HOME
-// and SIGKILLs every VM init it started in afterAll.
+// and SIGKILLs every VM init it started in afterAll. Every command runs asynchronously.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { spawnSync, type SpawnSyncReturns } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
+import { run, sleep } from "../helpers/proc.js";
+import { tempDir } from "../helpers/test-root.js";
 
 const STANDIN_DIR = fileURLToPath(new URL("../../../scripts/limactl-standin/", import.meta.url));
 const LIMACTL = path.join(STANDIN_DIR, "limactl");
 
-function skipReason(): string | null {
-  if (typeof process.getuid !== "function" || process.getuid() !== 0) return "needs root (Linux namespaces)";
-  if (!fs.existsSync("/usr/sbin/sshd")) return "needs /usr/sbin/sshd (apt-get install openssh-server)";
-  for (const tool of ["unshare", "nsenter", "ssh", "ssh-keygen", "tar"]) {
-    const r = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" });
-    if (r.status !== 0) return `needs ${tool} on PATH`;
-  }
-  if (!fs.existsSync(LIMACTL)) return `stand-in not found at ${LIMACTL}`;
-  return null;
-}
-const SKIP = skipReason();
-const TITLE = SKIP ? `limactl stand-in (skipped: ${SKIP})` : "limactl stand-in";
+const SKIP = missingPrereqs(...STANDIN);
+const TITLE = titled("limactl stand-in", SKIP);
 
 interface Run {
   status: number | null;
@@ -48,37 +40,25 @@ function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   };
 }
 
-function limactl(args: string[], opts: { input?: string; env?: Record<string, string>; timeout?: number } = {}): Run {
-  const t0 = Date.now();
-  const r: SpawnSyncReturns<string> = spawnSync("limactl", args, {
-    env: env(opts.env),
-    input: opts.input ?? "",
-    encoding: "utf8",
-    timeout: opts.timeout ?? 30_000,
-    cwd: workDir,
-  });
-  if (r.error) throw r.error;
-  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 };
+async function limactl(args: string[], opts: { input?: string; env?: Record<string, string>; timeout?: number } = {}): Promise<Run> {
+  const e = env(opts.env);
+  // `limactl` resolved on the test's PATH (the stand-in first), as a user would run it.
+  const r = await run("limactl", args, { env: e, input: opts.input ?? "", timeoutMs: opts.timeout ?? 30_000, cwd: workDir });
+  return { status: r.signal ? null : r.code, signal: r.signal, stdout: r.stdout, stderr: r.stderr, ms: r.ms };
 }
 
-function sh(inst: string, script: string, opts: { input?: string } = {}): Run {
+function sh(inst: string, script: string, opts: { input?: string } = {}): Promise<Run> {
   return limactl(["--tty=false", "shell", "--workdir", "/", inst, "bash", "-c", script], opts);
 }
 
-function ssh(inst: string, command: string, extra: string[] = []): Run {
-  const t0 = Date.now();
+async function ssh(inst: string, command: string, extra: string[] = []): Promise<Run> {
   const cfg = path.join(limaHome, inst, "ssh.config");
-  const r = spawnSync("ssh", ["-F", cfg, ...extra, `lima-${inst}`, command], {
-    encoding: "utf8",
-    timeout: 20_000,
-    input: "",
-  });
-  if (r.error) throw r.error;
-  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 };
+  const r = await run("ssh", ["-F", cfg, ...extra, `lima-${inst}`, command], { timeoutMs: 20_000 });
+  return { status: r.signal ? null : r.code, signal: r.signal, stdout: r.stdout, stderr: r.stderr, ms: r.ms };
 }
 
-function listJson(names: string[] = []): Record<string, any>[] {
-  const r = limactl(["list", "--json", ...names]);
+async function listJson(names: string[] = []): Promise<Record<string, any>[]> {
+  const r = await limactl(["list", "--json", ...names]);
   return r.stdout
     .split("\n")
     .filter((l) => l.trim() !== "")
@@ -92,8 +72,8 @@ function at<T>(arr: readonly T[], i: number): T {
   return v;
 }
 
-function inspect(name: string): Record<string, any> {
-  return at(listJson([name]), 0);
+async function inspect(name: string): Promise<Record<string, any>> {
+  return at(await listJson([name]), 0);
 }
 
 function pidAlive(pid: number): boolean {
@@ -121,16 +101,12 @@ function findProcs(pred: (argv: string[]) => boolean): number[] {
   return res;
 }
 
-function sleepMs(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-function killAllVMs(): void {
+async function killAllVMs(): Promise<void> {
   if (!limaHome || !fs.existsSync(limaHome)) return;
   for (const name of fs.readdirSync(limaHome)) {
     const dir = path.join(limaHome, name);
     const sock = path.join(dir, "ssh.sock");
-    if (fs.existsSync(sock)) spawnSync("ssh", ["-o", `ControlPath=${sock}`, "-O", "exit", "x"], { stdio: "ignore", timeout: 5000 });
+    if (fs.existsSync(sock)) await run("ssh", ["-o", `ControlPath=${sock}`, "-O", "exit", "x"], { timeoutMs: 5000 });
     for (const f of ["qemu.pid", "ha.pid"]) {
       try {
         const pid = Number(fs.readFileSync(path.join(dir, f), "utf8").trim());
@@ -166,38 +142,38 @@ provision:
     cpus: 99
 `;
 
-describe.skipIf(SKIP !== null)(TITLE, () => {
+describe.skipIf(SKIP)(TITLE, () => {
   beforeAll(() => {
-    limaHome = fs.mkdtempSync(path.join(os.tmpdir(), "lima-standin-"));
-    workDir = fs.mkdtempSync(path.join(os.tmpdir(), "lima-standin-work-"));
+    limaHome = tempDir("lima-standin-");
+    workDir = tempDir("lima-standin-work-");
     fs.writeFileSync(path.join(workDir, "tiny.yaml"), TEMPLATE);
     fs.writeFileSync(path.join(workDir, "bravo.yaml"), TEMPLATE);
   });
 
-  afterAll(() => {
-    killAllVMs();
-    sleepMs(100);
+  afterAll(async () => {
+    await killAllVMs();
+    await sleep(100);
     for (const d of [limaHome, workDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
   });
 
-  it("prints its version and honours LIMACTL_STANDIN_VERSION", () => {
-    const r = limactl(["--version"]);
+  it("prints its version and honours LIMACTL_STANDIN_VERSION", async () => {
+    const r = await limactl(["--version"]);
     expect(r.status).toBe(0);
     expect(r.stdout).toBe("limactl version 2.2.0\n");
-    const old = limactl(["--version"], { env: { LIMACTL_STANDIN_VERSION: "1.0.0" } });
+    const old = await limactl(["--version"], { env: { LIMACTL_STANDIN_VERSION: "1.0.0" } });
     expect(old.stdout).toBe("limactl version 1.0.0\n");
   });
 
-  it("adds LIMACTL_STANDIN_LATENCY_MS and appends to LIMACTL_STANDIN_CALL_LOG", () => {
-    const base = limactl(["--version"]).ms;
-    const slow = limactl(["--version"], { env: { LIMACTL_STANDIN_LATENCY_MS: "700" } });
+  it("adds LIMACTL_STANDIN_LATENCY_MS and appends to LIMACTL_STANDIN_CALL_LOG", async () => {
+    const base = (await limactl(["--version"])).ms;
+    const slow = await limactl(["--version"], { env: { LIMACTL_STANDIN_LATENCY_MS: "700" } });
     expect(slow.status).toBe(0);
     expect(slow.ms).toBeGreaterThanOrEqual(700);
     expect(slow.ms).toBeGreaterThan(base);
 
     const logFile = path.join(workDir, "calls.jsonl");
-    limactl(["--version"], { env: { LIMACTL_STANDIN_CALL_LOG: logFile } });
-    limactl(["list", "--json", "a b"], { env: { LIMACTL_STANDIN_CALL_LOG: logFile } });
+    await limactl(["--version"], { env: { LIMACTL_STANDIN_CALL_LOG: logFile } });
+    await limactl(["list", "--json", "a b"], { env: { LIMACTL_STANDIN_CALL_LOG: logFile } });
     const lines = fs.readFileSync(logFile, "utf8").trimEnd().split("\n");
     expect(lines).toHaveLength(2);
     const calls = lines.map((l) => JSON.parse(l) as { ts: string; argv: string[] });
@@ -206,18 +182,18 @@ describe.skipIf(SKIP !== null)(TITLE, () => {
     expect(Number.isNaN(Date.parse(at(calls, 0).ts))).toBe(false);
   });
 
-  it("reports no instances on an empty LIMA_HOME", () => {
-    const r = limactl(["list", "--json"]);
+  it("reports no instances on an empty LIMA_HOME", async () => {
+    const r = await limactl(["list", "--json"]);
     expect(r.status).toBe(0);
     expect(r.stdout).toBe("");
     expect(r.stderr).toContain('level=warning msg="No instance found. Run `limactl create` to create an instance."');
   });
 
-  it("rejects unknown flags and reports errors logrus-style", () => {
-    const r = limactl(["list", "--bogus"]);
+  it("rejects unknown flags and reports errors logrus-style", async () => {
+    const r = await limactl(["list", "--bogus"]);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/^time="[^"]+Z" level=fatal msg="unknown flag: --bogus"\n$/);
-    const j = limactl(["--log-format", "json", "shell", "nope", "true"]);
+    const j = await limactl(["--log-format", "json", "shell", "nope", "true"]);
     expect(j.status).toBe(1);
     const line = JSON.parse(j.stderr.trim()) as Record<string, string>;
     expect(Object.keys(line)).toEqual(["level", "msg", "time"]);
@@ -225,34 +201,34 @@ describe.skipIf(SKIP !== null)(TITLE, () => {
     expect(line.msg).toBe("instance `nope` does not exist, run `limactl create nope` to create a new instance");
   });
 
-  it("creates instances from a template file", () => {
+  it("creates instances from a template file", async () => {
     // name derived from the file name
-    const b = limactl(["--tty=false", "create", "./bravo.yaml"]);
+    const b = await limactl(["--tty=false", "create", "./bravo.yaml"]);
     expect(b.status, b.stderr).toBe(0);
     expect(b.stdout).toBe("");
     expect(b.stderr).toContain("Run `limactl start bravo` to start the instance.");
 
-    const a = limactl(["create", "--tty=false", "--name", "alpha", "--cpus", "2", "tiny.yaml"]);
+    const a = await limactl(["create", "--tty=false", "--name", "alpha", "--cpus", "2", "tiny.yaml"]);
     expect(a.status, a.stderr).toBe(0);
     expect(a.stdout).toBe("");
     expect(fs.readFileSync(path.join(limaHome, "alpha", "lima.yaml"), "utf8")).toContain('memory: "1GiB"');
     expect(fs.readFileSync(path.join(limaHome, "alpha", "lima-version"), "utf8")).toBe("v2.2.0");
 
-    const again = limactl(["create", "--name", "alpha", "tiny.yaml"]);
+    const again = await limactl(["create", "--name", "alpha", "tiny.yaml"]);
     expect(again.status).toBe(1);
     expect(again.stderr).toContain('level=fatal msg="instance `alpha` already exists"');
 
-    const bad = limactl(["create", "--name", "no/slash", "tiny.yaml"]);
+    const bad = await limactl(["create", "--name", "no/slash", "tiny.yaml"]);
     expect(bad.status).toBe(1);
     expect(bad.stderr).toContain("is not a valid identifier");
 
-    const stdinNoName = limactl(["create", "-"], { input: TEMPLATE });
+    const stdinNoName = await limactl(["create", "-"], { input: TEMPLATE });
     expect(stdinNoName.status).toBe(1);
     expect(stdinNoName.stderr).toContain("must pass instance name with --name when reading template from stdin");
   });
 
-  it("lists instances as JSON Lines in Lima's shape and order", () => {
-    const r = limactl(["list", "--json"]);
+  it("lists instances as JSON Lines in Lima's shape and order", async () => {
+    const r = await limactl(["list", "--json"]);
     expect(r.status).toBe(0);
     const lines = r.stdout.trimEnd().split("\n");
     expect(lines).toHaveLength(2);
@@ -290,34 +266,34 @@ describe.skipIf(SKIP !== null)(TITLE, () => {
     expect(b.cpus).toBe(1); // the `cpus: 99` inside the provision script is not a top-level key
 
     // named: argument order; --format json == --json; {{json .}} too
-    expect(listJson(["bravo", "alpha"]).map((o) => o.name)).toEqual(["bravo", "alpha"]);
-    expect(limactl(["list", "--format", "json"]).stdout).toBe(r.stdout);
-    expect(limactl(["list", "--format", "{{json .}}"]).stdout).toBe(r.stdout);
+    expect((await listJson(["bravo", "alpha"])).map((o) => o.name)).toEqual(["bravo", "alpha"]);
+    expect((await limactl(["list", "--format", "json"])).stdout).toBe(r.stdout);
+    expect((await limactl(["list", "--format", "{{json .}}"])).stdout).toBe(r.stdout);
 
-    const miss = limactl(["list", "--json", "alpha", "nope"]);
+    const miss = await limactl(["list", "--json", "alpha", "nope"]);
     expect(miss.status).toBe(1);
     expect(miss.stdout).toMatch(/^\{"name":"alpha",.*\}\n$/);
     expect(miss.stderr).toContain('level=warning msg="No instance matching nope found."');
     expect(miss.stderr).toContain('level=fatal msg="unmatched instances"');
 
-    const table = limactl(["list"]);
+    const table = await limactl(["list"]);
     expect(at(table.stdout.split("\n"), 0).split(/\s+/)).toEqual(["NAME", "STATUS", "SSH", "VMTYPE", "ARCH", "CPUS", "MEMORY", "DISK", "DIR"]);
   });
 
-  it("refuses to shell into a stopped instance", () => {
-    const r = limactl(["--tty=false", "shell", "--workdir", "/", "alpha", "true"]);
+  it("refuses to shell into a stopped instance", async () => {
+    const r = await limactl(["--tty=false", "shell", "--workdir", "/", "alpha", "true"]);
     expect(r.status).toBe(1);
     expect(r.stdout).toBe("");
     expect(r.stderr).toContain('level=fatal msg="instance `alpha` is stopped, run `limactl start alpha` to start the instance"');
   });
 
-  it("starts both instances", () => {
+  it("starts both instances", async () => {
     for (const name of ["alpha", "bravo"]) {
-      const r = limactl(["--tty=false", "start", "--timeout", "30s", name], { timeout: 40_000 });
+      const r = await limactl(["--tty=false", "start", "--timeout", "30s", name], { timeout: 40_000 });
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toBe("");
       expect(r.stderr).toContain(`READY. Run \`limactl shell ${name}\` to open the shell.`);
-      const o = inspect(name);
+      const o = await inspect(name);
       expect(o.status).toBe("Running");
       expect(o.hostAgentPID).toBeGreaterThan(0);
       expect(o.driverPID).toBeGreaterThan(0);
@@ -330,106 +306,106 @@ describe.skipIf(SKIP !== null)(TITLE, () => {
       expect(cfg).toContain(`  ControlPath "${path.join(fs.realpathSync(limaHome), name, "ssh.sock")}"\n`);
       expect(cfg).toContain(`  Hostname 127.0.0.1\n  Port ${o.sshLocalPort}\n`);
     }
-    const again = limactl(["start", "alpha"]);
+    const again = await limactl(["start", "alpha"]);
     expect(again.status).toBe(0);
     expect(again.stderr).toContain("The instance `alpha` is already running.");
   }, 90_000);
 
-  it("passes exit codes, stdout/stderr and stdin through", () => {
-    const hi = limactl(["shell", "alpha", "echo", "hi"]);
+  it("passes exit codes, stdout/stderr and stdin through", async () => {
+    const hi = await limactl(["shell", "alpha", "echo", "hi"]);
     expect(hi).toMatchObject({ status: 0, stdout: "hi\n", stderr: "" });
 
-    expect(sh("alpha", "exit 42").status).toBe(42);
-    expect(sh("alpha", "kill -9 $$").status).toBe(255);
+    expect((await sh("alpha", "exit 42")).status).toBe(42);
+    expect((await sh("alpha", "kill -9 $$")).status).toBe(255);
 
-    const streams = sh("alpha", "echo out; echo err >&2");
+    const streams = await sh("alpha", "echo out; echo err >&2");
     expect(streams.stdout).toBe("out\n");
     expect(streams.stderr).toBe("err\n");
 
-    const cat = sh("alpha", "cat; echo done", { input: "line1\nline2\n" });
+    const cat = await sh("alpha", "cat; echo done", { input: "line1\nline2\n" });
     expect(cat.stdout).toBe("line1\nline2\ndone\n");
 
-    const heredoc = limactl(["--tty=false", "shell", "--workdir", "/tmp", "alpha", "bash", "-s"], {
+    const heredoc = await limactl(["--tty=false", "shell", "--workdir", "/tmp", "alpha", "bash", "-s"], {
       input: 'echo "from stdin in $(pwd)"\nexit 3\n',
     });
     expect(heredoc.stdout).toBe("from stdin in /tmp\n");
     expect(heredoc.status).toBe(3);
 
     // one argument with a space is one word, like real Lima
-    const oneWord = limactl(["shell", "alpha", "echo hi"]);
+    const oneWord = await limactl(["shell", "alpha", "echo hi"]);
     expect(oneWord.status).toBe(127);
     expect(oneWord.stderr).toContain("command not found");
 
     // a literal `--` right after the instance name is dropped
-    expect(limactl(["shell", "alpha", "--", "echo", "dd"]).stdout).toBe("dd\n");
+    expect((await limactl(["shell", "alpha", "--", "echo", "dd"])).stdout).toBe("dd\n");
   });
 
-  it("preserves argv exactly (shellescape quoting)", () => {
+  it("preserves argv exactly (shellescape quoting)", async () => {
     const args = ["a b", "it's", "$HOME", "x;y", "l1\nl2", "", '"dq"', "*", "`id`", "back\\slash", "a=b"];
-    const r = limactl(["shell", "alpha", "printf", "<%s>\\n", ...args]);
+    const r = await limactl(["shell", "alpha", "printf", "<%s>\\n", ...args]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toBe(args.map((a) => `<${a}>\n`).join(""));
   });
 
-  it("treats leading K=V args as environment assignments", () => {
-    const r = limactl(["shell", "alpha", "FOO=x y", "BAR=$1;'q'", "bash", "-c", 'printf "%s|%s|%s" "$FOO" "$BAR" "$HOME"']);
+  it("treats leading K=V args as environment assignments", async () => {
+    const r = await limactl(["shell", "alpha", "FOO=x y", "BAR=$1;'q'", "bash", "-c", 'printf "%s|%s|%s" "$FOO" "$BAR" "$HOME"']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toBe("x y|$1;'q'|/home/root.guest");
   });
 
-  it("honours --workdir and otherwise starts in the guest home", () => {
-    expect(limactl(["shell", "--workdir", "/tmp", "alpha", "pwd"]).stdout).toBe("/tmp\n");
-    expect(limactl(["shell", "alpha", "pwd"]).stdout).toBe("/home/root.guest\n");
-    const missing = limactl(["shell", "--workdir", "/does/not/exist", "alpha", "pwd"]);
+  it("honours --workdir and otherwise starts in the guest home", async () => {
+    expect((await limactl(["shell", "--workdir", "/tmp", "alpha", "pwd"])).stdout).toBe("/tmp\n");
+    expect((await limactl(["shell", "alpha", "pwd"])).stdout).toBe("/home/root.guest\n");
+    const missing = await limactl(["shell", "--workdir", "/does/not/exist", "alpha", "pwd"]);
     expect(missing.status).toBe(1);
     expect(missing.stdout).toBe("");
     expect(missing.stderr).toContain("cd: /does/not/exist: No such file or directory");
-    const env = sh("alpha", 'printf "%s %s %s %s" "$HOME" "$USER" "$SHELL" "$PATH"');
+    const env = await sh("alpha", 'printf "%s %s %s %s" "$HOME" "$USER" "$SHELL" "$PATH"');
     expect(env.stdout).toBe("/home/root.guest root /bin/bash /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
   });
 
-  it("isolates processes and guest homes between VMs", () => {
-    const started = sh("alpha", "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!");
+  it("isolates processes and guest homes between VMs", async () => {
+    const started = await sh("alpha", "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!");
     expect(started.status, started.stderr).toBe(0);
     const pid = Number(started.stdout.trim());
     expect(pid).toBeGreaterThan(1);
 
-    expect(sh("alpha", `kill -0 ${pid} && ps -eo args`).stdout).toContain("sleep 1000");
-    expect(sh("bravo", "ps -eo args").stdout).not.toContain("sleep 1000");
+    expect((await sh("alpha", `kill -0 ${pid} && ps -eo args`)).stdout).toContain("sleep 1000");
+    expect((await sh("bravo", "ps -eo args")).stdout).not.toContain("sleep 1000");
     const probe = `if kill -0 ${pid} 2>/dev/null && grep -q sleep /proc/${pid}/cmdline; then echo visible; else echo invisible; fi`;
-    expect(sh("bravo", probe).stdout).toBe("invisible\n");
-    expect(sh("alpha", probe).stdout).toBe("visible\n");
+    expect((await sh("bravo", probe)).stdout).toBe("invisible\n");
+    expect((await sh("alpha", probe)).stdout).toBe("visible\n");
     // pid 1 of each VM is its own init
-    expect(sh("alpha", "tr '\\0' ' ' < /proc/1/cmdline").stdout).toContain(path.join(fs.realpathSync(limaHome), "alpha"));
-    expect(sh("bravo", "tr '\\0' ' ' < /proc/1/cmdline").stdout).toContain(path.join(fs.realpathSync(limaHome), "bravo"));
+    expect((await sh("alpha", "tr '\\0' ' ' < /proc/1/cmdline")).stdout).toContain(path.join(fs.realpathSync(limaHome), "alpha"));
+    expect((await sh("bravo", "tr '\\0' ' ' < /proc/1/cmdline")).stdout).toContain(path.join(fs.realpathSync(limaHome), "bravo"));
 
-    expect(sh("alpha", "echo alpha-was-here > ~/who && cat ~/who").stdout).toBe("alpha-was-here\n");
-    const bravoWho = sh("bravo", "cat ~/who");
+    expect((await sh("alpha", "echo alpha-was-here > ~/who && cat ~/who")).stdout).toBe("alpha-was-here\n");
+    const bravoWho = await sh("bravo", "cat ~/who");
     expect(bravoWho.status).not.toBe(0);
     expect(fs.readFileSync(path.join(limaHome, "alpha", "guest-home", "who"), "utf8")).toBe("alpha-was-here\n");
     expect(fs.existsSync(path.join(limaHome, "bravo", "guest-home", "who"))).toBe(false);
     expect(fs.existsSync("/home/root.guest/who")).toBe(false); // not on the host
-    expect(sh("alpha", "hostname").stdout).toBe("lima-alpha\n");
+    expect((await sh("alpha", "hostname")).stdout).toBe("lima-alpha\n");
   });
 
-  it("serves ssh inside the VM via ssh.config", () => {
-    const ok = ssh("alpha", "echo ok");
+  it("serves ssh inside the VM via ssh.config", async () => {
+    const ok = await ssh("alpha", "echo ok");
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stdout).toBe("ok\n");
     // the session lands in alpha: it sees alpha's init as pid 1 and alpha's processes only
-    const inside = ssh("alpha", "tr '\\0' ' ' < /proc/1/cmdline; echo; ps -eo args; echo HOME=$HOME");
+    const inside = await ssh("alpha", "tr '\\0' ' ' < /proc/1/cmdline; echo; ps -eo args; echo HOME=$HOME");
     expect(inside.stdout).toContain("vm-init.sh");
     expect(inside.stdout).toContain(path.join(fs.realpathSync(limaHome), "alpha"));
     expect(inside.stdout).toContain("sleep 1000");
     expect(inside.stdout).toContain("HOME=/home/root.guest");
-    const other = ssh("bravo", "ps -eo args");
+    const other = await ssh("bravo", "ps -eo args");
     expect(other.status).toBe(0);
     expect(other.stdout).not.toContain("sleep 1000");
     // the multiplexed master socket lives where ssh.config says
     expect(fs.existsSync(path.join(limaHome, "alpha", "ssh.sock"))).toBe(true);
   });
 
-  it("restarts the sshd listener after it is killed", () => {
+  it("restarts the sshd listener after it is killed", async () => {
     const cfg = path.join(fs.realpathSync(limaHome), "bravo", "sshd_config");
     const listeners = () => findProcs((argv) => argv.join(" ").includes(cfg) && argv.join(" ").includes("[listener]"));
     const before = listeners();
@@ -437,10 +413,10 @@ describe.skipIf(SKIP !== null)(TITLE, () => {
     process.kill(at(before, 0), "SIGKILL");
     const fresh = ["-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "ConnectTimeout=3"];
     let r: Run | undefined;
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + 30_000;
     do {
-      sleepMs(100);
-      r = ssh("bravo", "echo back", fresh);
+      await sleep(100);
+      r = await ssh("bravo", "echo back", fresh);
     } while (r.status !== 0 && Date.now() < deadline);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toBe("back\n");
@@ -449,51 +425,51 @@ describe.skipIf(SKIP !== null)(TITLE, () => {
     expect(after[0]).not.toBe(before[0]);
   });
 
-  it("copies files and directories in both directions", () => {
+  it("copies files and directories in both directions", async () => {
     const src = path.join(workDir, "src");
     fs.mkdirSync(path.join(src, "sub"), { recursive: true });
     fs.writeFileSync(path.join(src, "a.txt"), "file a\n");
     fs.writeFileSync(path.join(src, "sub", "b.txt"), "file b\n");
 
-    let r = limactl(["copy", path.join(src, "a.txt"), "alpha:incoming.txt"]);
+    let r = await limactl(["copy", path.join(src, "a.txt"), "alpha:incoming.txt"]);
     expect(r.status, r.stderr).toBe(0);
-    expect(sh("alpha", "cat ~/incoming.txt").stdout).toBe("file a\n");
+    expect((await sh("alpha", "cat ~/incoming.txt")).stdout).toBe("file a\n");
     expect(fs.readFileSync(path.join(limaHome, "alpha", "guest-home", "incoming.txt"), "utf8")).toBe("file a\n");
 
-    r = limactl(["copy", src, "alpha:tree"]);
+    r = await limactl(["copy", src, "alpha:tree"]);
     expect(r.status).not.toBe(0); // a directory needs -r
 
-    r = limactl(["cp", "-r", src, "alpha:tree"]);
+    r = await limactl(["cp", "-r", src, "alpha:tree"]);
     expect(r.status, r.stderr).toBe(0);
-    expect(sh("alpha", "cd ~/tree && find . -type f | sort && cat sub/b.txt").stdout).toBe("./a.txt\n./sub/b.txt\nfile b\n");
+    expect((await sh("alpha", "cd ~/tree && find . -type f | sort && cat sub/b.txt")).stdout).toBe("./a.txt\n./sub/b.txt\nfile b\n");
 
     const back = path.join(workDir, "back");
     fs.mkdirSync(back);
-    r = limactl(["copy", "alpha:who", path.join(back, "who.txt")]);
+    r = await limactl(["copy", "alpha:who", path.join(back, "who.txt")]);
     expect(r.status, r.stderr).toBe(0);
     expect(fs.readFileSync(path.join(back, "who.txt"), "utf8")).toBe("alpha-was-here\n");
 
-    r = limactl(["copy", "-r", "alpha:/home/root.guest/tree", back]);
+    r = await limactl(["copy", "-r", "alpha:/home/root.guest/tree", back]);
     expect(r.status, r.stderr).toBe(0);
     expect(fs.readFileSync(path.join(back, "tree", "sub", "b.txt"), "utf8")).toBe("file b\n");
 
-    r = limactl(["copy", "alpha:no-such-file", back]);
+    r = await limactl(["copy", "alpha:no-such-file", back]);
     expect(r.status).not.toBe(0);
     expect(r.stderr).toContain("No such file or directory");
 
-    r = limactl(["copy", path.join(src, "a.txt"), "nope:x"]);
+    r = await limactl(["copy", path.join(src, "a.txt"), "nope:x"]);
     expect(r.status).toBe(1);
     expect(r.stderr).toContain("instance `nope` does not exist, run `limactl create nope` to create a new instance");
   });
 
-  it("stops a VM: status Stopped, all its processes gone", () => {
-    const o = inspect("alpha");
+  it("stops a VM: status Stopped, all its processes gone", async () => {
+    const o = await inspect("alpha");
     const initPid = o.driverPID as number;
     const haPid = o.hostAgentPID as number;
     const sleepers = findProcs((argv) => argv[0] === "sleep" && argv[1] === "1000");
     expect(sleepers.length).toBeGreaterThan(0);
 
-    const r = limactl(["--tty=false", "stop", "alpha"]);
+    const r = await limactl(["--tty=false", "stop", "alpha"]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toBe("");
     expect(pidAlive(initPid)).toBe(false);
@@ -501,67 +477,67 @@ describe.skipIf(SKIP !== null)(TITLE, () => {
     for (const p of sleepers) expect(pidAlive(p)).toBe(false);
     const realDir = path.join(fs.realpathSync(limaHome), "alpha");
     expect(findProcs((argv) => argv.some((a) => a === realDir || a.includes(`${realDir}/`)))).toEqual([]);
-    const after = inspect("alpha");
+    const after = await inspect("alpha");
     expect(after.status).toBe("Stopped");
     expect(after.driverPID).toBeUndefined();
     expect(fs.existsSync(path.join(limaHome, "alpha", "ha.pid"))).toBe(false);
     expect(fs.existsSync(path.join(limaHome, "alpha", "ssh.sock"))).toBe(false);
 
-    const again = limactl(["stop", "alpha"]);
+    const again = await limactl(["stop", "alpha"]);
     expect(again.status).toBe(1);
     expect(again.stderr).toContain("expected status `Running`, got `Stopped` (maybe use `limactl stop -f`?)");
 
-    const shellStopped = limactl(["shell", "alpha", "true"]);
+    const shellStopped = await limactl(["shell", "alpha", "true"]);
     expect(shellStopped.status).toBe(1);
     expect(shellStopped.stderr).toContain("instance `alpha` is stopped, run `limactl start alpha` to start the instance");
 
-    const copyStopped = limactl(["copy", "alpha:who", workDir]);
+    const copyStopped = await limactl(["copy", "alpha:who", workDir]);
     expect(copyStopped.status).toBe(1);
     expect(copyStopped.stderr).toContain("instance `alpha` is stopped, run `limactl start alpha` to start the instance");
   });
 
-  it("keeps the guest home across stop/start (shell --start)", () => {
-    const r = limactl(["--tty=false", "shell", "--start", "alpha", "cat", "who"], { timeout: 40_000 });
+  it("keeps the guest home across stop/start (shell --start)", async () => {
+    const r = await limactl(["--tty=false", "shell", "--start", "alpha", "cat", "who"], { timeout: 40_000 });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toBe("alpha-was-here\n");
-    expect(inspect("alpha").status).toBe("Running");
+    expect((await inspect("alpha")).status).toBe("Running");
     // a fresh boot: the old sleeper is gone
-    expect(sh("alpha", "ps -eo args").stdout).not.toContain("sleep 1000");
+    expect((await sh("alpha", "ps -eo args")).stdout).not.toContain("sleep 1000");
   }, 60_000);
 
-  it("reports missing instances like Lima", () => {
-    const shell = limactl(["shell", "nope", "true"]);
+  it("reports missing instances like Lima", async () => {
+    const shell = await limactl(["shell", "nope", "true"]);
     expect(shell.status).toBe(1);
     expect(shell.stderr).toContain('level=fatal msg="instance `nope` does not exist, run `limactl create nope` to create a new instance"');
-    const start = limactl(["start", "nope"]);
+    const start = await limactl(["start", "nope"]);
     expect(start.status).toBe(1);
     expect(start.stderr).toContain("instance `nope` does not exist");
-    const stop = limactl(["stop", "nope"]);
+    const stop = await limactl(["stop", "nope"]);
     expect(stop.status).toBe(1);
     expect(stop.stderr).toContain(`open ${path.join(fs.realpathSync(limaHome), "nope", "lima.yaml")}: no such file or directory`);
-    const del = limactl(["delete", "nope"]);
+    const del = await limactl(["delete", "nope"]);
     expect(del.status).toBe(0);
     expect(del.stderr).toContain('level=warning msg="Ignoring non-existent instance `nope`"');
   });
 
-  it("deletes instances (running ones only with -f)", () => {
-    const bravoInit = inspect("bravo").driverPID as number;
-    const refused = limactl(["delete", "bravo"]);
+  it("deletes instances (running ones only with -f)", async () => {
+    const bravoInit = (await inspect("bravo")).driverPID as number;
+    const refused = await limactl(["delete", "bravo"]);
     expect(refused.status).toBe(1);
     expect(refused.stderr).toContain("failed to delete instance `bravo`: expected status `Stopped`, got `Running`");
     expect(pidAlive(bravoInit)).toBe(true);
 
-    const forced = limactl(["delete", "-f", "bravo"]);
+    const forced = await limactl(["delete", "-f", "bravo"]);
     expect(forced.status, forced.stderr).toBe(0);
     expect(forced.stdout).toBe("");
     expect(forced.stderr).toContain(`Deleted \`bravo\` (\`${path.join(fs.realpathSync(limaHome), "bravo")}\`)`);
     expect(pidAlive(bravoInit)).toBe(false);
     expect(fs.existsSync(path.join(limaHome, "bravo"))).toBe(false);
 
-    expect(limactl(["stop", "alpha"]).status).toBe(0);
-    const del = limactl(["delete", "alpha"]);
+    expect((await limactl(["stop", "alpha"])).status).toBe(0);
+    const del = await limactl(["delete", "alpha"]);
     expect(del.status, del.stderr).toBe(0);
-    const list = limactl(["list", "--json"]);
+    const list = await limactl(["list", "--json"]);
     expect(list.stdout).toBe("");
     expect(list.stderr).toContain("No instance found.");
   });

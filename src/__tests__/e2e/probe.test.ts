@@ -4,16 +4,17 @@
  * dirs. Every answer is validated with ProbeResponseSchema. (The python fallback probe was retired: bun is present
  * wherever an engine ran.)
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProbeResponseSchema, type DbFacts, type ProbeRequest, type ProbeResponse, type ProbeRunRequest } from "../../vm/probe-schema.js";
 import { guestBundlePath } from "../../vm/guest-programs.js";
 import { REPO_ROOT, copyFixtureDb, ensureFixtures, fixtureCase, type FixtureCaseName, type Manifest } from "../helpers/fixtures.js";
+import { run } from "../helpers/proc.js";
+import { tempDir } from "../helpers/test-root.js";
 
 // Built by the vitest global setup (src/__tests__/setup/build-guest.ts) when missing or stale.
 const PROBE_JS = guestBundlePath("probe");
@@ -48,7 +49,7 @@ afterAll(() => {
 });
 
 function tmpDir(tag: string): string {
-  const t = fs.mkdtempSync(path.join(os.tmpdir(), `fabrik-probe-${tag}-`));
+  const t = tempDir(`probe-${tag}-`);
   temps.push(t);
   return t;
 }
@@ -62,15 +63,15 @@ function fixtureCopy(version: string, name: FixtureCaseName): string {
 
 type Tool = "bun";
 
-function runProbeRaw(tool: Tool, input: string, args: string[] = []): { stdout: string; stderr: string; status: number | null; ms: number } {
+async function runProbeRaw(tool: Tool, input: string, args: string[] = []): Promise<{ stdout: string; stderr: string; status: number | null; ms: number }> {
   const t0 = performance.now();
   expect(tool).toBe("bun");
-  const r = spawnSync(bun, [PROBE_JS, ...args], { input, encoding: "utf8", maxBuffer: 64 << 20, timeout: 30_000 });
-  return { stdout: r.stdout, stderr: r.stderr, status: r.status, ms: performance.now() - t0 };
+  const r = await run(bun, [PROBE_JS, ...args], { input, timeoutMs: 30_000 });
+  return { stdout: r.stdout, stderr: r.stderr, status: r.signal ? null : r.code, ms: performance.now() - t0 };
 }
 
-function probe(tool: Tool, request: ProbeRequest): ProbeResponse & { ms: number; rawStdout: string } {
-  const r = runProbeRaw(tool, JSON.stringify(request));
+async function probe(tool: Tool, request: ProbeRequest): Promise<ProbeResponse & { ms: number; rawStdout: string }> {
+  const r = await runProbeRaw(tool, JSON.stringify(request));
   expect(r.stderr).toBe("");
   expect(r.status).toBe(0);
   expect(r.stdout.endsWith("\n")).toBe(true);
@@ -85,8 +86,8 @@ function runReq(p: Partial<ProbeRunRequest> & { key?: string }): ProbeRunRequest
 }
 
 /** Probe one DB (nodes list on) and return its DbFacts plus the run's errors. */
-function probeDb(tool: Tool, dbPath: string, runId: string | null = null, extra: Partial<ProbeRequest> = {}) {
-  const res = probe(tool, { v: 1, nodes: true, runs: [runReq({ db_path: dbPath, smithers_run_id: runId })], ...extra });
+async function probeDb(tool: Tool, dbPath: string, runId: string | null = null, extra: Partial<ProbeRequest> = {}) {
+  const res = await probe(tool, { v: 1, nodes: true, runs: [runReq({ db_path: dbPath, smithers_run_id: runId })], ...extra });
   const run = res.runs[0];
   if (!run?.db) throw new Error("no db facts");
   return { db: run.db, errors: run.errors, res };
@@ -121,9 +122,9 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
   for (const version of ["0.32.0", "0.5.0"]) {
     const modern = version === "0.32.0";
 
-    it(`${version} finished: status finished, 6 finished nodes, schema ${modern ? "modern" : "legacy"}`, () => {
+    it(`${version} finished: status finished, 6 finished nodes, schema ${modern ? "modern" : "legacy"}`, async () => {
       const p = fixtureCopy(version, "finished");
-      const { db, errors } = probeDb(tool, p);
+      const { db, errors } = await probeDb(tool, p);
       expect(errors).toEqual([]);
       expect(db.exists).toBe(true);
       expect(db.error).toBeNull();
@@ -156,8 +157,8 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
       expect(fs.readdirSync(path.dirname(p))).toEqual(["run.db"]);
     });
 
-    it(`${version} failed: last_failed is step-3 with the attempt's error message`, () => {
-      const { db, errors } = probeDb(tool, fixtureCopy(version, "failed"));
+    it(`${version} failed: last_failed is step-3 with the attempt's error message`, async () => {
+      const { db, errors } = await probeDb(tool, fixtureCopy(version, "failed"));
       expect(errors).toEqual([]);
       expect(db.run?.status).toBe("failed");
       expect(db.by_state).toEqual({ finished: 2, failed: 1, pending: 3 });
@@ -167,17 +168,17 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
       expect(db.nodes?.find((n) => n.node_id === "step-2")?.error).toBeNull();
       expectSizes(tool, db, ({ ej }) => expect(ej).toBeGreaterThan(100));
       // error_chars truncates
-      const short = probeDb(tool, fixtureCopy(version, "failed"), null, { error_chars: 6 }).db;
+      const short = (await probeDb(tool, fixtureCopy(version, "failed"), null, { error_chars: 6 })).db;
       expect(short.last_failed?.error).toBe("step-3");
     });
 
-    it(`${version} killed (raw files as SIGKILL left them): running, step-3 in progress, files unchanged`, () => {
+    it(`${version} killed (raw files as SIGKILL left them): running, step-3 in progress, files unchanged`, async () => {
       const c = fixtureCase(manifest, version, "killed");
       const p = fixtureCopy(version, "killed");
       const before = hashes(path.dirname(p));
       expect(Object.keys(before)).toEqual(["run.db", "run.db-shm", "run.db-wal"]);
       expect(fs.statSync(p).size).toBeLessThanOrEqual(8192); // the data is in -wal
-      const { db, errors } = probeDb(tool, p);
+      const { db, errors } = await probeDb(tool, p);
       expect(hashes(path.dirname(p))).toEqual(before);
       expect(errors).toEqual([]);
       expect(db.error).toBeNull();
@@ -202,8 +203,8 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
       }
     });
 
-    it(`${version} resumed: the same run finished, step-3 on attempt 2`, () => {
-      const { db } = probeDb(tool, fixtureCopy(version, "resumed"));
+    it(`${version} resumed: the same run finished, step-3 on attempt 2`, async () => {
+      const { db } = await probeDb(tool, fixtureCopy(version, "resumed"));
       expect(db.run?.run_id).toBe(`fx-${version}-killed`);
       expect(db.run?.status).toBe("finished");
       expect(db.by_state).toEqual({ finished: 6 });
@@ -211,10 +212,10 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     });
   }
 
-  it("0.32.0 multi: three runs in one DB, probed in one call, counts per run id only", () => {
+  it("0.32.0 multi: three runs in one DB, probed in one call, counts per run id only", async () => {
     const p = fixtureCopy("0.32.0", "multi");
     const ids = ["fx-0.32.0-multi-a", "fx-0.32.0-multi-b", "fx-0.32.0-multi-loop", "no-such-run"];
-    const res = probe(tool, { v: 1, runs: ids.map((id) => runReq({ key: id, db_path: p, smithers_run_id: id })) });
+    const res = await probe(tool, { v: 1, runs: ids.map((id) => runReq({ key: id, db_path: p, smithers_run_id: id })) });
     expect(res.runs.map((r) => r.key)).toEqual(ids);
     const [a, b, loop, none] = res.runs.map((r) => r.db);
     expect(a?.run?.run_id).toBe(ids[0]);
@@ -234,40 +235,40 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     const check = new Database(fixtureCopy("0.32.0", "multi"), { readonly: true });
     const latest = check.prepare("SELECT run_id FROM _smithers_runs ORDER BY started_at_ms DESC LIMIT 1").get() as { run_id: string };
     check.close();
-    expect(probeDb(tool, p).db.run?.run_id).toBe(latest.run_id);
+    expect((await probeDb(tool, p)).db.run?.run_id).toBe(latest.run_id);
   });
 
-  it("loop iterations are separate nodes, in execution order", () => {
-    const { db } = probeDb(tool, fixtureCopy("0.32.0", "multi"), "fx-0.32.0-multi-loop");
+  it("loop iterations are separate nodes, in execution order", async () => {
+    const { db } = await probeDb(tool, fixtureCopy("0.32.0", "multi"), "fx-0.32.0-multi-loop");
     expect(db.nodes?.map((n) => `${n.node_id}#${n.iteration}`)).toEqual(["tick#0", "tick#1", "tick#2", "done#0"]);
-    const limited = probeDb(tool, fixtureCopy("0.32.0", "multi"), "fx-0.32.0-multi-loop", { max_nodes: 2 }).db;
+    const limited = (await probeDb(tool, fixtureCopy("0.32.0", "multi"), "fx-0.32.0-multi-loop", { max_nodes: 2 })).db;
     expect(limited.nodes).toHaveLength(2);
     expect(limited.nodes_truncated).toBe(true);
   });
 
-  it("a missing DB: exists false, and no file is created", () => {
+  it("a missing DB: exists false, and no file is created", async () => {
     const d = tmpDir("missing");
     const p = path.join(d, "nope.db");
-    const { db } = probeDb(tool, p);
+    const { db } = await probeDb(tool, p);
     expect(db).toMatchObject({ path: p, exists: false, error: null, run: null, size_bytes: null });
     expect(fs.readdirSync(d)).toEqual([]);
   });
 
-  it("a garbage file and an empty file as DB: db.error / schema unknown, no crash", () => {
+  it("a garbage file and an empty file as DB: db.error / schema unknown, no crash", async () => {
     const d = tmpDir("garbage");
     const g = path.join(d, "garbage.db");
     fs.writeFileSync(g, "this is not a sqlite database\n".repeat(300));
     fs.writeFileSync(path.join(d, "empty.db"), "");
-    const garbage = probe(tool, { v: 1, runs: [runReq({ key: "g", db_path: g })] }).runs[0]?.db;
+    const garbage = (await probe(tool, { v: 1, runs: [runReq({ key: "g", db_path: g })] })).runs[0]?.db;
     expect(garbage?.exists).toBe(true);
     expect(garbage?.error).toMatch(/not a database/);
-    const empty = probe(tool, { v: 1, runs: [runReq({ key: "e", db_path: path.join(d, "empty.db") })] }).runs[0];
+    const empty = (await probe(tool, { v: 1, runs: [runReq({ key: "e", db_path: path.join(d, "empty.db") })] })).runs[0];
     expect(empty?.db).toMatchObject({ exists: true, schema: "unknown", run: null, error: null });
     expect(empty?.errors.join(" ")).toMatch(/no _smithers_runs/);
     expect(fs.readdirSync(d).sort()).toEqual(["empty.db", "garbage.db"]);
   });
 
-  it("a locked DB gives db.error 'locked' (not a hang)", () => {
+  it("a locked DB gives db.error 'locked' (not a hang)", async () => {
     const p = fixtureCopy("0.32.0", "finished");
     const w = new Database(p);
     try {
@@ -275,7 +276,7 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
       w.exec("BEGIN EXCLUSIVE");
       w.exec("UPDATE _smithers_runs SET status = status");
       const t0 = performance.now();
-      const { db } = probeDb(tool, p);
+      const { db } = await probeDb(tool, p);
       expect(db.error).toBe("locked");
       expect(performance.now() - t0).toBeLessThan(10_000);
     } finally {
@@ -284,14 +285,14 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     }
   });
 
-  it("a node id with ANSI escapes and shell metacharacters survives intact", () => {
+  it("a node id with ANSI escapes and shell metacharacters survives intact", async () => {
     const p = fixtureCopy("0.32.0", "failed");
     const evil = "\u001b[31mstep-3\u001b[0m; rm -rf / `id` $(whoami) 'q' \"dq\" \\ \n\tend \u2603 \ud83d\ude00";
     const w = new Database(p);
     w.prepare("UPDATE _smithers_nodes SET node_id = ?, label = ? WHERE node_id = 'step-3'").run(evil, evil);
     w.prepare("UPDATE _smithers_attempts SET node_id = ? WHERE node_id = 'step-3'").run(evil);
     w.close();
-    const { db, res } = probeDb(tool, p);
+    const { db, res } = await probeDb(tool, p);
     expect(res.rawStdout.trimEnd().split("\n")).toHaveLength(1);
     expect(res.rawStdout).not.toContain("\u001b");
     expect(db.last_failed?.node_id).toBe(evil);
@@ -300,7 +301,7 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     expect(db.nodes?.[2]?.node_id).toBe(evil);
   });
 
-  it("control dir: corrupt heartbeat.json, exit_code, log, run.sh engine pin, DB lookup", () => {
+  it("control dir: corrupt heartbeat.json, exit_code, log, run.sh engine pin, DB lookup", async () => {
     const cd = tmpDir("ctl");
     fs.mkdirSync(path.join(cd, ".smithers"));
     fs.mkdirSync(path.join(cd, "reports"));
@@ -310,7 +311,7 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     fs.writeFileSync(path.join(cd, "run.sh"), "#!/usr/bin/env bash\n# engine: smithers-orchestrator@0.32.0\nCONTROL_DIR='/x'\nENGINE_VERSION='0.32.0'\n");
     // "string or blob too big" early in the log only: outside the last 256 KiB, so not reported
     fs.writeFileSync(path.join(cd, "reports", "smithers.log"), "✗ Run failed: string or blob too big\n" + "x".repeat(300 * 1024) + "\n");
-    const r1 = probe(tool, { v: 1, runs: [runReq({ key: "7", control_dir: cd, smithers_run_id: "fx-0.32.0-failed" })] }).runs[0];
+    const r1 = (await probe(tool, { v: 1, runs: [runReq({ key: "7", control_dir: cd, smithers_run_id: "fx-0.32.0-failed" })] })).runs[0];
     expect(r1?.control).toMatchObject({
       exists: true,
       heartbeat: null,
@@ -340,7 +341,7 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     fs.appendFileSync(path.join(cd, "reports", "smithers.log"), "SQLiteError: string or blob too big\n");
     fs.writeFileSync(path.join(cd, "run.sh"), 'bun add "smithers-orchestrator@github:evmts/smithers#ea5ece3"\n');
     const missing = path.join(cd, ".smithers", "run-7.db");
-    const r2 = probe(tool, { v: 1, runs: [runReq({ key: "7", control_dir: cd, db_path: missing })] }).runs[0];
+    const r2 = (await probe(tool, { v: 1, runs: [runReq({ key: "7", control_dir: cd, db_path: missing })] })).runs[0];
     expect(r2?.control?.heartbeat).toEqual({
       v: 1,
       ts_ms: 5,
@@ -354,6 +355,7 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
       engine_version: null,
       interval_s: 2.5,
       exit_code: null,
+      launch_id: null,
     });
     expect(r2?.control?.heartbeat_error).toBeNull();
     expect(r2?.control?.engine).toMatchObject({ pid: 2147483647, alive: false }); // from the heartbeat
@@ -367,7 +369,7 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
 
     // Too big a heartbeat, and a control dir that does not exist.
     fs.writeFileSync(path.join(cd, "heartbeat.json"), " ".repeat(70 * 1024));
-    const r3 = probe(tool, { v: 1, runs: [runReq({ key: "a", control_dir: cd }), runReq({ key: "b", control_dir: path.join(cd, "nope") })] });
+    const r3 = await probe(tool, { v: 1, runs: [runReq({ key: "a", control_dir: cd }), runReq({ key: "b", control_dir: path.join(cd, "nope") })] });
     expect(r3.runs[0]?.control?.heartbeat_error).toMatch(/too large/);
     expect(r3.runs[1]?.control?.exists).toBe(false);
     expect(r3.runs[1]?.db?.exists).toBe(false);
@@ -377,7 +379,7 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     const cd = tmpDir("pids");
     const live = spawn("sleep", ["30"], { stdio: "ignore" });
     children.push(live.pid ?? 0);
-    const dead = spawnSync("sh", ["-c", "echo $$"], { encoding: "utf8" });
+    const dead = await run("sh", ["-c", "echo $$"]);
     const deadPid = Number(dead.stdout.trim());
     // The parent forks `sleep 0.1` and then becomes `sleep 30`, which never reaps it: a zombie.
     const parent = spawn("sh", ["-c", "sleep 0.1 & exec sleep 30"], { stdio: "ignore" });
@@ -386,18 +388,18 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     fs.writeFileSync(path.join(cd, "launcher.pid"), `${live.pid}\n`);
     fs.writeFileSync(path.join(cd, "smithers.pid"), `${zombie}\n`);
     fs.writeFileSync(path.join(cd, "engine.pid"), `${deadPid}\n`);
-    const c = probe(tool, { v: 1, runs: [runReq({ control_dir: cd })] }).runs[0]?.control;
+    const c = (await probe(tool, { v: 1, runs: [runReq({ control_dir: cd })] })).runs[0]?.control;
     expect(c?.launcher).toMatchObject({ pid: live.pid, alive: true, cmdline: "sleep 30" });
     expect(c?.launcher?.state).toMatch(/^[SR]$/);
     expect(c?.child).toMatchObject({ pid: zombie, alive: true, state: "Z", cmdline: null });
     expect(c?.engine).toMatchObject({ pid: deadPid, alive: pidAlive(deadPid) });
     fs.writeFileSync(path.join(cd, "engine.pid"), "not-a-pid");
-    const r = probe(tool, { v: 1, runs: [runReq({ control_dir: cd })] }).runs[0];
+    const r = (await probe(tool, { v: 1, runs: [runReq({ control_dir: cd })] })).runs[0];
     expect(r?.control?.engine).toBeNull();
     expect(r?.errors).toContain("engine.pid: not a pid");
   });
 
-  it("discover_roots lists control dirs with meta, DBs and run ids", () => {
+  it("discover_roots lists control dirs with meta, DBs and run ids", async () => {
     const root = tmpDir("disc");
     const a = path.join(root, "12-seq");
     fs.mkdirSync(path.join(a, ".smithers"), { recursive: true });
@@ -413,7 +415,7 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     fs.mkdirSync(path.join(b, "reports"), { recursive: true });
     fs.mkdirSync(path.join(root, "not-a-run"));
     fs.writeFileSync(path.join(root, "file.txt"), "");
-    const res = probe(tool, { v: 1, runs: [], discover_roots: [root, path.join(root, "missing")] });
+    const res = await probe(tool, { v: 1, runs: [], discover_roots: [root, path.join(root, "missing")] });
     expect(res.discovered.map((d) => d.control_dir)).toEqual([a, b]);
     const [da, db] = res.discovered;
     expect(da?.meta).toEqual({ host_run_id: 12, smithers_run_id: "fabrik-12", engine_version: "0.32.0", workflow: "seq.tsx", db_path: path.join(a, ".smithers", "run-12.db") });
@@ -423,10 +425,10 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     expect(db).toEqual({ control_dir: b, meta: null, db_paths: [], run_ids: [], workflow_path: null });
   });
 
-  it("--serve: one response line per request line until stdin closes", () => {
+  it("--serve: one response line per request line until stdin closes", async () => {
     const p = fixtureCopy("0.32.0", "finished");
     const line = JSON.stringify({ v: 1, runs: [runReq({ db_path: p })] });
-    const r = runProbeRaw(tool, `${line}\n\n${line}\nnot json\n`, ["--serve"]);
+    const r = await runProbeRaw(tool, `${line}\n\n${line}\nnot json\n`, ["--serve"]);
     expect(r.status).toBe(0);
     const out = r.stdout.trimEnd().split("\n");
     expect(out).toHaveLength(3);
@@ -434,8 +436,8 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     expect(JSON.parse(out[2] ?? "")).toMatchObject({ v: 1, error: expect.stringMatching(/bad request/) });
   });
 
-  it("a bad request exits 2 with a message on stderr", () => {
-    const r = runProbeRaw(tool, '{"v":99}');
+  it("a bad request exits 2 with a message on stderr", async () => {
+    const r = await runProbeRaw(tool, '{"v":99}');
     expect(r.status).toBe(2);
     expect(r.stdout).toBe("");
     expect(r.stderr).toMatch(/unsupported probe version/);
@@ -455,8 +457,8 @@ describe("probe on a DB with a 50 MB response_text", () => {
     w.close();
   }, 60_000);
 
-  it.each(TOOLS)("%s: the size comes from octet_length (bun) without reading the value", (tool) => {
-    const { db, res } = probeDb(tool, big, null, { row_size_warn_bytes: 100 * 1024 });
+  it.each(TOOLS)("%s: the size comes from octet_length (bun) without reading the value", async (tool) => {
+    const { db, res } = await probeDb(tool, big, null, { row_size_warn_bytes: 100 * 1024 });
     console.log(`probe (${tool}) on a ${(fs.statSync(big).size / 1e6).toFixed(1)} MB DB with a 50 MB response_text: ${res.ms.toFixed(0)} ms wall (process start included)`);
     expect(db.error).toBeNull();
     expect(db.by_state).toEqual({ finished: 6 });

@@ -2,9 +2,8 @@
 // against a stand-in Lima VM's REAL OpenSSH sshd (scripts/limactl-standin). Needs root (namespaces) and sshd.
 // One VM per file, in a private LIMA_HOME; it is powered off in afterAll.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import v8 from "node:v8";
@@ -20,30 +19,24 @@ import { VmUnavailableError } from "../../core/errors.js";
 import { attachRun } from "../helpers/attach.js";
 import { createContext } from "../../fabrik/context.js";
 import { memoryIo } from "../../fabrik/io.js";
+import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
+import { run } from "../helpers/proc.js";
+import { tempDir } from "../helpers/test-root.js";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const STANDIN_DIR = path.join(REPO, "scripts/limactl-standin");
 const VM = "sshtr";
 
-function skipReason(): string | null {
-  if (typeof process.getuid !== "function" || process.getuid() !== 0) return "needs root (Linux namespaces)";
-  if (!fs.existsSync("/usr/sbin/sshd")) return "needs /usr/sbin/sshd";
-  for (const tool of ["unshare", "nsenter", "ssh", "ssh-keygen", "tail"]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `needs ${tool}`;
-  }
-  return null;
-}
-const SKIP = skipReason();
+const SKIP = missingPrereqs(...STANDIN, "tail");
 
 let limaHome = "";
 let target: SshTarget;
 let driver: LimaDriver;
 const cleanups: Array<() => void> = [];
 
-function limactl(args: string[], timeout = 60_000): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync("limactl", args, { env: process.env, encoding: "utf8", timeout, input: "" });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+async function limactl(args: string[], timeout = 60_000): Promise<{ status: number; stdout: string; stderr: string }> {
+  const r = await run("limactl", args, { env: process.env, timeoutMs: timeout });
+  return { status: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
 function procArgv(pid: string): string {
@@ -94,6 +87,15 @@ function rssMb(): number {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Poll an async condition every 100 ms until it holds or `timeoutMs` passes. */
+async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
 async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!cond()) {
@@ -106,18 +108,18 @@ function request(controlDir: string): ProbeRequest {
   return { v: 1, runs: [{ key: "7", control_dir: controlDir, db_path: null, smithers_run_id: null }] };
 }
 
-describe.skipIf(SKIP !== null)(`ssh transport against a stand-in VM's sshd${SKIP ? ` (skipped: ${SKIP})` : ""}`, () => {
+describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP), () => {
   let controlDir = "";
 
-  beforeAll(() => {
-    limaHome = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-sshtr-")));
+  beforeAll(async () => {
+    limaHome = fs.realpathSync(tempDir("sshtr-"));
     process.env.LIMA_HOME = limaHome;
     process.env.PATH = `${STANDIN_DIR}:${process.env.PATH ?? "/usr/bin:/bin"}`;
     const tpl = path.join(limaHome, "tiny.yaml");
     fs.writeFileSync(tpl, 'cpus: 1\nmemory: "1GiB"\n');
-    let r = limactl(["--tty=false", "create", "--name", VM, tpl]);
+    let r = await limactl(["--tty=false", "create", "--name", VM, tpl]);
     expect(r.status, r.stderr).toBe(0);
-    r = limactl(["--tty=false", "start", VM]);
+    r = await limactl(["--tty=false", "start", VM]);
     expect(r.status, r.stderr).toBe(0);
     const t = parseSshConfig(fs.readFileSync(path.join(limaHome, VM, "ssh.config"), "utf8"));
     expect(t).toBeDefined();
@@ -142,11 +144,11 @@ describe.skipIf(SKIP !== null)(`ssh transport against a stand-in VM's sshd${SKIP
     fs.writeFileSync(path.join(controlDir, "reports/smithers.log"), "hello\n");
   });
 
-  afterAll(() => {
+  afterAll(async () => {
     for (const c of cleanups) c();
     if (!limaHome) return;
-    spawnSync("ssh", ["-o", `ControlPath=${path.join(limaHome, VM, "ssh.sock")}`, "-O", "exit", "x"], { stdio: "ignore", timeout: 5000 });
-    limactl(["stop", "-f", VM], 30_000);
+    await run("ssh", ["-o", `ControlPath=${path.join(limaHome, VM, "ssh.sock")}`, "-O", "exit", "x"], { timeoutMs: 5000 });
+    await limactl(["stop", "-f", VM], 30_000);
     for (const f of ["qemu.pid", "ha.pid"]) {
       try {
         process.kill(Number(fs.readFileSync(path.join(limaHome, VM, f), "utf8")), "SIGKILL");
@@ -223,10 +225,11 @@ describe.skipIf(SKIP !== null)(`ssh transport against a stand-in VM's sshd${SKIP
     expect(Date.now() - started).toBeLessThan(5_000);
     // The deadline killed the remote command too (an SSH "signal" request), not only the local wait.
     let left = "1";
-    for (let i = 0; i < 30 && left !== "0"; i++) {
+    const gone = async () => {
       left = (await t.exec(["sh", "-c", "ps -eo args | grep -c '^sleep 31$' || true"], { timeoutMs: 5_000 })).stdout.trim();
-      if (left !== "0") await sleep(100);
-    }
+      return left === "0";
+    };
+    await waitUntil(gone, 20_000, "the remote `sleep 31` to be killed");
     expect(left).toBe("0");
     t.close();
   });
@@ -248,10 +251,7 @@ describe.skipIf(SKIP !== null)(`ssh transport against a stand-in VM's sshd${SKIP
     h2.kill();
     await h2.done;
     let left = "1";
-    for (let i = 0; i < 50 && left !== "0"; i++) {
-      await sleep(100);
-      left = (await alive()).stdout.trim();
-    }
+    await waitUntil(async () => (left = (await alive()).stdout.trim()) === "0", 20_000, "the streamed `sleep 1000` to be killed");
     expect(left).toBe("0");
     t.close();
   });

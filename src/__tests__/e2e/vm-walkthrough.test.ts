@@ -5,9 +5,10 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
-import { fabrik, json, makeTestEnv, standinUnavailable, stopAllLocalVms, stopAllStandinVms, type TestEnv } from "../helpers/cli.js";
+import { disposeTestEnv, fabrik, json, localVmName, makeTestEnv, type TestEnv } from "../helpers/cli.js";
+import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
 
-const skip = standinUnavailable();
+const skip = missingPrereqs(...STANDIN);
 
 /** Alive and not a zombie (this machine's pid 1 reaps orphans lazily). */
 function running(pid: number): boolean {
@@ -27,21 +28,21 @@ interface VmRow {
   active_runs: number;
 }
 
-describe.skipIf(skip)("vm walkthrough (lima driver, stand-in limactl)", () => {
+describe.skipIf(skip)(titled("vm walkthrough (lima driver, stand-in limactl)", skip), () => {
   let t: TestEnv;
   beforeAll(() => {
     t = makeTestEnv();
   });
-  afterAll(() => stopAllStandinVms(t));
+  afterAll(() => disposeTestEnv(t));
 
-  it("creates two VMs and lists them (table and --json)", () => {
+  it("creates two VMs and lists them (table and --json)", async () => {
     for (const n of ["alpha", "beta"]) {
-      const r = fabrik(t, ["vm", "create", n, "--no-engine"]);
+      const r = await fabrik(t, ["vm", "create", n, "--no-engine"]);
       expect(r.stderr).toContain(`create and start lima VM ${n}`);
       expect(r.code).toBe(0);
       expect(r.stdout).toBe(`${n}\n`);
     }
-    const table = fabrik(t, ["vm", "list"]);
+    const table = await fabrik(t, ["vm", "list"]);
     expect(table.code).toBe(0);
     const lines = table.stdout.trim().split("\n");
     expect(lines[0]).toMatch(/^NAME\tSTATUS\tDRIVER/);
@@ -49,62 +50,62 @@ describe.skipIf(skip)("vm walkthrough (lima driver, stand-in limactl)", () => {
       ["alpha", "Running", "lima"],
       ["beta", "Running", "lima"],
     ]);
-    const rows = json<VmRow[]>(fabrik(t, ["vm", "list", "--json"]));
+    const rows = json<VmRow[]>(await fabrik(t, ["vm", "list", "--json"]));
     expect(rows.map((r) => [r.name, r.status, r.driver, r.active_runs])).toEqual([
       ["alpha", "Running", "lima", 0],
       ["beta", "Running", "lima", 0],
     ]);
     expect(rows[0]!.guest_home).toBe("/home/root.guest");
-    expect(fabrik(t, ["vm", "list", "-q"]).stdout).toBe("alpha\nbeta\n");
+    expect((await fabrik(t, ["vm", "list", "-q"])).stdout).toBe("alpha\nbeta\n");
   });
 
-  it("passes the guest's exit code and stdin through vm shell", () => {
-    expect(fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "exit 7"]).code).toBe(7);
-    const r = fabrik(t, ["vm", "shell", "alpha", "--", "tr", "a-z", "A-Z"], { input: "hello stdin\n" });
+  it("passes the guest's exit code and stdin through vm shell", async () => {
+    expect((await fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "exit 7"])).code).toBe(7);
+    const r = await fabrik(t, ["vm", "shell", "alpha", "--", "tr", "a-z", "A-Z"], { input: "hello stdin\n" });
     expect(r.code).toBe(0);
     expect(r.stdout).toBe("HELLO STDIN\n");
-    const q = fabrik(t, ["vm", "shell", "alpha", "--", "printf", "%s|", "a b", "$HOME", "it's"]);
+    const q = await fabrik(t, ["vm", "shell", "alpha", "--", "printf", "%s|", "a b", "$HOME", "it's"]);
     expect(q.stdout).toBe("a b|$HOME|it's|");
   });
 
-  it("keeps VMs apart: a process in one is invisible from the other", () => {
-    const start = fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!"]);
+  it("keeps VMs apart: a process in one is invisible from the other", async () => {
+    const start = await fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!"]);
     const pid = start.stdout.trim();
     expect(pid).toMatch(/^\d+$/);
-    expect(fabrik(t, ["vm", "shell", "alpha", "--", "kill", "-0", pid]).code).toBe(0);
-    expect(fabrik(t, ["vm", "shell", "beta", "--", "kill", "-0", pid]).code).not.toBe(0);
-    const psBeta = fabrik(t, ["vm", "shell", "beta", "--", "ps", "-eo", "pid,args"]);
+    expect((await fabrik(t, ["vm", "shell", "alpha", "--", "kill", "-0", pid])).code).toBe(0);
+    expect((await fabrik(t, ["vm", "shell", "beta", "--", "kill", "-0", pid])).code).not.toBe(0);
+    const psBeta = await fabrik(t, ["vm", "shell", "beta", "--", "ps", "-eo", "pid,args"]);
     expect(psBeta.stdout).not.toContain("sleep 300");
-    const psAlpha = fabrik(t, ["vm", "shell", "alpha", "--", "ps", "-eo", "pid,args"]);
+    const psAlpha = await fabrik(t, ["vm", "shell", "alpha", "--", "ps", "-eo", "pid,args"]);
     expect(psAlpha.stdout).toContain("sleep 300");
     // Separate guest homes with the same path.
-    fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "echo a > ~/marker"]);
-    expect(fabrik(t, ["vm", "shell", "beta", "--", "cat", "/home/root.guest/marker"]).code).not.toBe(0);
+    await fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "echo a > ~/marker"]);
+    expect((await fabrik(t, ["vm", "shell", "beta", "--", "cat", "/home/root.guest/marker"])).code).not.toBe(0);
   });
 
-  it("stops one VM (Stopped, its processes gone) and deletes it", () => {
-    const r = fabrik(t, ["vm", "stop", "alpha"]);
+  it("stops one VM (Stopped, its processes gone) and deletes it", async () => {
+    const r = await fabrik(t, ["vm", "stop", "alpha"]);
     expect(r.code).toBe(0);
-    const rows = json<VmRow[]>(fabrik(t, ["vm", "list", "--json"]));
+    const rows = json<VmRow[]>(await fabrik(t, ["vm", "list", "--json"]));
     expect(rows.find((x) => x.name === "alpha")!.status).toBe("Stopped");
-    const sh = fabrik(t, ["vm", "shell", "alpha", "--", "true"]);
+    const sh = await fabrik(t, ["vm", "shell", "alpha", "--", "true"]);
     expect(sh.code).toBe(6);
     expect(sh.stderr).toMatch(/VM alpha is Stopped.*fabrik vm start alpha/);
-    expect(fabrik(t, ["vm", "delete", "alpha"]).code).toBe(0);
-    expect(json<VmRow[]>(fabrik(t, ["vm", "list", "--json"])).map((x) => x.name)).toEqual(["beta"]);
+    expect((await fabrik(t, ["vm", "delete", "alpha"])).code).toBe(0);
+    expect(json<VmRow[]>(await fabrik(t, ["vm", "list", "--json"])).map((x) => x.name)).toEqual(["beta"]);
     expect(fs.existsSync(path.join(t.limaHome, "alpha"))).toBe(false);
   });
 
-  it("vm stop carries on past failures and reports them all", () => {
-    const r = fabrik(t, ["vm", "stop", "nope", "beta"]);
+  it("vm stop carries on past failures and reports them all", async () => {
+    const r = await fabrik(t, ["vm", "stop", "nope", "beta"]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("nope");
     expect(r.stdout).toContain("beta\tstopped");
-    expect(json<VmRow[]>(fabrik(t, ["vm", "list", "--json"]))[0]!.status).toBe("Stopped");
+    expect(json<VmRow[]>(await fabrik(t, ["vm", "list", "--json"]))[0]!.status).toBe("Stopped");
   });
 
-  it("bad input: one clear line, documented exit code, nothing changed", () => {
-    const before = fabrik(t, ["vm", "list", "--json"]).stdout;
+  it("bad input: one clear line, documented exit code, nothing changed", async () => {
+    const before = (await fabrik(t, ["vm", "list", "--json"])).stdout;
     const cases: { args: string[]; code: number; msg: RegExp; env?: NodeJS.ProcessEnv }[] = [
       { args: ["vm", "create", "bad name!", "--no-engine"], code: 2, msg: /invalid VM name/ },
       { args: ["vm", "shell", "ghost", "--", "true"], code: 4, msg: /VM ghost does not exist/ },
@@ -116,51 +117,80 @@ describe.skipIf(skip)("vm walkthrough (lima driver, stand-in limactl)", () => {
     ];
     cases[5]!.args = ["vm", "list", "--bogus"];
     for (const c of cases) {
-      const r = fabrik(t, c.args, { env: c.env });
+      const r = await fabrik(t, c.args, { env: c.env });
       expect(r.code, `${c.args.join(" ")}: ${r.stderr}`).toBe(c.code);
       expect(r.stderr).toMatch(c.msg);
       expect(r.stderr).not.toMatch(/\n\s+at /); // never a stack trace
     }
     fs.writeFileSync(path.join(t.tmp, "config.json"), "{ corrupt");
-    const cfg = fabrik(t, ["vm", "list"]);
+    const cfg = await fabrik(t, ["vm", "list"]);
     expect(cfg.code).toBe(3);
     expect(cfg.stderr).toContain("config.json");
     fs.rmSync(path.join(t.tmp, "config.json"));
-    expect(fabrik(t, ["vm", "list", "--json"]).stdout).toBe(before);
+    expect((await fabrik(t, ["vm", "list", "--json"])).stdout).toBe(before);
     expect(fs.existsSync(path.join(t.limaHome, "gamma"))).toBe(false);
   });
 });
 
 describe("vm walkthrough (local driver)", () => {
   let t: TestEnv;
+  // Unique to this run: local VMs are told apart by name only (see localVmName).
+  let L1 = "";
+  let L2 = "";
   beforeAll(() => {
     t = makeTestEnv();
+    L1 = localVmName("l1");
+    L2 = localVmName("l2");
   });
-  afterAll(() => stopAllLocalVms(t));
+  afterAll(() => disposeTestEnv(t));
 
-  it("create, list, shell, stop, delete", () => {
-    for (const n of ["l1", "l2"]) expect(fabrik(t, ["vm", "create", n, "--driver", "local", "--no-engine"]).code).toBe(0);
-    const rows = json<VmRow[]>(fabrik(t, ["vm", "list", "--json"]));
+  it("create, list, shell, stop, delete", async () => {
+    for (const n of [L1, L2]) expect((await fabrik(t, ["vm", "create", n, "--driver", "local", "--no-engine"])).code).toBe(0);
+    const rows = json<VmRow[]>(await fabrik(t, ["vm", "list", "--json"]));
     expect(rows.map((r) => [r.name, r.status, r.driver])).toEqual([
-      ["l1", "Running", "local"],
-      ["l2", "Running", "local"],
+      [L1, "Running", "local"],
+      [L2, "Running", "local"],
     ]);
-    expect(rows[0]!.guest_home).toBe(path.join(t.fabrikHome, "local-vms", "l1", "home"));
+    expect(rows[0]!.guest_home).toBe(path.join(t.fabrikHome, "local-vms", L1, "home"));
     // Shell completion through the real binary offers live VM names.
-    expect(fabrik(t, ["--get-yargs-completions", "vm", "shell", ""]).stdout.split("\n")).toEqual(expect.arrayContaining(["l1", "l2"]));
-    expect(fabrik(t, ["vm", "shell", "l1", "--", "bash", "-c", "exit 5"]).code).toBe(5);
-    expect(fabrik(t, ["vm", "shell", "l1", "--", "cat"], { input: "via stdin" }).stdout).toBe("via stdin");
-    expect(fabrik(t, ["vm", "shell", "l1", "--", "bash", "-c", "echo $HOME"]).stdout.trim()).toBe(rows[0]!.guest_home);
+    expect((await fabrik(t, ["--get-yargs-completions", "vm", "shell", ""])).stdout.split("\n")).toEqual(expect.arrayContaining([L1, L2]));
+    expect((await fabrik(t, ["vm", "shell", L1, "--", "bash", "-c", "exit 5"])).code).toBe(5);
+    expect((await fabrik(t, ["vm", "shell", L1, "--", "cat"], { input: "via stdin" })).stdout).toBe("via stdin");
+    expect((await fabrik(t, ["vm", "shell", L1, "--", "bash", "-c", "echo $HOME"])).stdout.trim()).toBe(rows[0]!.guest_home);
     // stop is a power-off: processes of the VM die
-    const pid = fabrik(t, ["vm", "shell", "l1", "--", "bash", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!"]).stdout.trim();
+    const pid = (await fabrik(t, ["vm", "shell", L1, "--", "bash", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!"])).stdout.trim();
     expect(running(Number(pid))).toBe(true);
-    expect(fabrik(t, ["vm", "stop", "l1"]).code).toBe(0);
+    expect((await fabrik(t, ["vm", "stop", L1])).code).toBe(0);
     expect(running(Number(pid))).toBe(false);
-    expect(json<VmRow[]>(fabrik(t, ["vm", "list", "--json"]))[0]!.status).toBe("Stopped");
-    expect(fabrik(t, ["vm", "shell", "l1", "--", "true"]).code).toBe(6);
-    expect(fabrik(t, ["vm", "start", "l1"]).code).toBe(0);
-    expect(fabrik(t, ["vm", "delete", "l1"]).code).toBe(5); // running: refuses without --force
-    expect(fabrik(t, ["vm", "delete", "--force", "l1"]).code).toBe(0);
-    expect(json<VmRow[]>(fabrik(t, ["vm", "list", "--json"])).map((r) => r.name)).toEqual(["l2"]);
+    expect(json<VmRow[]>(await fabrik(t, ["vm", "list", "--json"]))[0]!.status).toBe("Stopped");
+    expect((await fabrik(t, ["vm", "shell", L1, "--", "true"])).code).toBe(6);
+    expect((await fabrik(t, ["vm", "start", L1])).code).toBe(0);
+    expect((await fabrik(t, ["vm", "delete", L1])).code).toBe(5); // running: refuses without --force
+    expect((await fabrik(t, ["vm", "delete", "--force", L1])).code).toBe(0);
+    expect(json<VmRow[]>(await fabrik(t, ["vm", "list", "--json"])).map((r) => r.name)).toEqual([L2]);
+  });
+});
+
+describe("local VMs of the same name in two FABRIK_HOMEs", () => {
+  // Local-VM processes are tagged with the VM's own id (kept in its FABRIK_HOME), so `fabrik vm stop NAME` in
+  // one FABRIK_HOME never kills the processes of a same-named local VM of another (it used to match the name).
+  let a: TestEnv;
+  let b: TestEnv;
+  beforeAll(() => {
+    a = makeTestEnv();
+    b = makeTestEnv();
+  });
+  afterAll(async () => {
+    await disposeTestEnv(a);
+    await disposeTestEnv(b);
+  });
+
+  it("stopping one does not kill the other's processes", async () => {
+    const name = localVmName("twin");
+    for (const t of [a, b]) expect((await fabrik(t, ["vm", "create", name, "--driver", "local", "--no-engine"])).code).toBe(0);
+    const pid = Number((await fabrik(a, ["vm", "shell", name, "--", "bash", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!"])).stdout.trim());
+    expect(running(pid)).toBe(true);
+    expect((await fabrik(b, ["vm", "stop", name])).code).toBe(0);
+    expect(running(pid), `vm stop ${name} in another FABRIK_HOME killed pid ${pid} of this one`).toBe(true);
   });
 });

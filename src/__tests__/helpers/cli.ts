@@ -1,46 +1,70 @@
 /**
  * Running the built `fabrik` binary in end-to-end tests, with the Lima stand-in first on PATH and
- * temporary FABRIK_HOME / LIMA_HOME folders. Engine installs inside test VMs share one package cache
- * (`.cache/shared-pkg-cache`) so each VM's `bun install` is a hard-link copy, not a download.
+ * FABRIK_HOME / LIMA_HOME folders inside this run's temp root. Every command runs asynchronously (see
+ * proc.ts: a synchronous spawn starves vitest's worker RPC). Engine installs inside test VMs share one package
+ * cache (`.cache/shared-pkg-cache`) so each VM's `bun install` is a hard-link copy, not a download.
+ *
+ * The tests never build: `npm test` builds first, and {@link assertBuilt} fails with a clear message when
+ * `dist/` is missing or older than the sources.
  */
-import { spawnSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { REPO_ROOT } from "./fixtures.js";
+import { run, waitFor, type ProcResult } from "./proc.js";
+import { tempDir, testRoot } from "./test-root.js";
+
+export { waitFor, sleep } from "./proc.js";
 
 export const STANDIN_DIR = path.join(REPO_ROOT, "scripts", "limactl-standin");
+export const LIMACTL = path.join(STANDIN_DIR, "limactl");
 export const FABRIK_BIN = path.join(REPO_ROOT, "bin", "fabrik.js");
 export const SHARED_PKG_CACHE = path.join(REPO_ROOT, ".cache", "shared-pkg-cache");
 
-/** Why stand-in VMs cannot run here, or undefined when they can (root, unshare, sshd). */
-export function standinUnavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return "the Lima stand-in needs root (namespaces)";
-  if (!fs.existsSync("/usr/sbin/sshd")) return "openssh-server is not installed (.ci/run installs it)";
-  if (spawnSync("unshare", ["--version"]).status !== 0) return "unshare (util-linux) is missing";
-  return undefined;
+let built = false;
+/** Throw unless `dist/` holds a build at least as new as every source file under src/ (tests never build). */
+export function assertBuilt(): void {
+  if (built) return;
+  const cli = path.join(REPO_ROOT, "dist", "fabrik", "cli.js");
+  const distTime = fs.statSync(cli, { throwIfNoEntry: false })?.mtimeMs;
+  if (distTime === undefined) throw new Error("dist/ is missing: run `npm run build` first (`npm test` does)");
+  const newest = (dir: string): { file: string; t: number } => {
+    let best = { file: "", t: 0 };
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) {
+        if (e.name === "__tests__") continue;
+        const b = newest(p);
+        if (b.t > best.t) best = b;
+      } else if (e.name.endsWith(".ts")) {
+        const t = fs.statSync(p).mtimeMs;
+        if (t > best.t) best = { file: p, t };
+      }
+    }
+    return best;
+  };
+  const src = newest(path.join(REPO_ROOT, "src"));
+  if (src.t > distTime) throw new Error(`dist/ is older than ${path.relative(REPO_ROOT, src.file)}: run \`npm run build\` first (\`npm test\` does)`);
+  built = true;
 }
 
 export interface TestEnv {
   env: NodeJS.ProcessEnv;
   fabrikHome: string;
   limaHome: string;
+  /** A folder of this environment's own (config file, templates, scratch). */
   tmp: string;
 }
 
-/** A fresh FABRIK_HOME and LIMA_HOME, the stand-in first on PATH, no colour. */
-export function makeTestEnv(prefix = "fabrik-e2e-"): TestEnv {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  const fabrikHome = path.join(tmp, "fh");
-  // Keep LIMA_HOME short: socket paths under it must stay < 108 chars.
-  const limaHome = path.join(tmp, "lh");
+/** The environment for FABRIK_HOME `fabrikHome`, LIMA_HOME `limaHome`, config file `config`. */
+export function envFor(fabrikHome: string, limaHome: string, config: string, tmp: string): TestEnv {
   fs.mkdirSync(limaHome, { recursive: true });
   fs.mkdirSync(SHARED_PKG_CACHE, { recursive: true });
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PATH: `${STANDIN_DIR}:${process.env.PATH}`,
     FABRIK_HOME: fabrikHome,
-    FABRIK_CONFIG: path.join(tmp, "config.json"),
+    FABRIK_CONFIG: config,
     LIMA_HOME: limaHome,
     FABRIK_ENGINE_CACHE_DIR: SHARED_PKG_CACHE,
     NO_COLOR: "1",
@@ -49,38 +73,34 @@ export function makeTestEnv(prefix = "fabrik-e2e-"): TestEnv {
   return { env, fabrikHome, limaHome, tmp };
 }
 
+/** A fresh FABRIK_HOME and LIMA_HOME inside this run's root, the stand-in first on PATH, no colour. */
+export function makeTestEnv(prefix = "e2e-"): TestEnv {
+  assertBuilt();
+  const tmp = tempDir(prefix);
+  // Keep LIMA_HOME short: socket paths under it must stay < 108 chars.
+  return envFor(path.join(tmp, "fh"), path.join(tmp, "lh"), path.join(tmp, "config.json"), tmp);
+}
+
+/**
+ * A VM name for a LOCAL-driver VM that is unique to this test run. Local VMs are tagged by name only
+ * (`FABRIK_LOCAL_VM=<name>` in the process environment), so `fabrik vm stop NAME` kills the processes of
+ * every local VM called NAME on the machine, also another run's (see the report on local-driver.ts).
+ */
+export function localVmName(base: string): string {
+  return `${base}-${path.basename(testRoot()).replace(/^fabrik-test-/, "")}`;
+}
+
 export interface CliResult {
   code: number;
   stdout: string;
   stderr: string;
 }
 
-/** Run the built fabrik synchronously. */
-export function fabrik(t: TestEnv, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): CliResult {
-  const r = spawnSync(process.execPath, [FABRIK_BIN, ...args], {
-    env: opts.env ?? t.env,
-    input: opts.input ?? "",
-    encoding: "utf8",
-    timeout: opts.timeoutMs ?? 120_000,
-    cwd: REPO_ROOT,
-  });
-  return { code: r.status ?? (r.signal ? 128 : 1), stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
-}
-
-/** Run the built fabrik asynchronously (does not block the event loop). */
-export function fabrikAsync(t: TestEnv, args: string[], opts: { timeoutMs?: number } = {}): Promise<CliResult> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [FABRIK_BIN, ...args], { env: t.env, cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    p.stdout.on("data", (c) => (stdout += c));
-    p.stderr.on("data", (c) => (stderr += c));
-    const timer = setTimeout(() => p.kill("SIGKILL"), opts.timeoutMs ?? 120_000);
-    p.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
-    });
-  });
+/** Run the built fabrik (asynchronously: the worker's event loop keeps running). */
+export async function fabrik(t: TestEnv, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+  assertBuilt();
+  const r: ProcResult = await run(process.execPath, [FABRIK_BIN, ...args], { env: opts.env ?? t.env, input: opts.input ?? "", timeoutMs: opts.timeoutMs ?? 120_000, cwd: REPO_ROOT });
+  return { code: r.timedOut ? 124 : r.code, stdout: r.stdout, stderr: r.timedOut ? `${r.stderr}\n[test] fabrik ${args.join(" ")} killed after ${opts.timeoutMs ?? 120_000} ms` : r.stderr };
 }
 
 /** JSON from stdout, or a test failure that shows stderr. */
@@ -92,41 +112,123 @@ export function json<T = unknown>(r: CliResult): T {
   }
 }
 
-/** Stop every stand-in VM under a LIMA_HOME (afterAll): SIGKILLs their inits through limactl. */
-export function stopAllStandinVms(t: TestEnv): void {
+/** Run the stand-in limactl with this environment. */
+export function limactl(t: TestEnv, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<ProcResult> {
+  return run(LIMACTL, args, { env: t.env, input: opts.input, timeoutMs: opts.timeoutMs ?? 60_000 });
+}
+
+/** Stop (power off) every stand-in VM under the environment's LIMA_HOME. */
+export async function stopAllStandinVms(t: TestEnv | undefined): Promise<void> {
+  if (!t) return;
   let names: string[] = [];
   try {
     names = fs.readdirSync(t.limaHome).filter((n) => !n.startsWith("_") && !n.startsWith("."));
   } catch {
     return;
   }
-  for (const n of names) spawnSync(path.join(STANDIN_DIR, "limactl"), ["stop", "-f", n], { env: t.env, stdio: "ignore", timeout: 30_000 });
+  await Promise.all(names.map((n) => limactl(t, ["stop", "-f", n], { timeoutMs: 30_000 })));
 }
 
-/** Kill processes tagged for local VMs under this FABRIK_HOME (afterAll). */
-export function stopAllLocalVms(t: TestEnv): void {
-  const dir = path.join(t.fabrikHome, "local-vms");
+/** Power off every local VM under the environment's FABRIK_HOME. */
+export async function stopAllLocalVms(t: TestEnv | undefined): Promise<void> {
+  if (!t) return;
   let names: string[] = [];
   try {
-    names = fs.readdirSync(dir);
+    names = fs.readdirSync(path.join(t.fabrikHome, "local-vms"));
   } catch {
     return;
   }
-  for (const n of names) spawnSync(process.execPath, [FABRIK_BIN, "vm", "stop", "--force", n], { env: t.env, stdio: "ignore", timeout: 30_000 });
+  for (const n of names) await fabrik(t, ["vm", "stop", "--force", n], { timeoutMs: 30_000 });
 }
 
-/** Poll until `fn` returns a truthy value or the deadline passes. */
-export async function waitFor<T>(fn: () => T | Promise<T>, opts: { timeoutMs: number; intervalMs?: number; what: string }): Promise<NonNullable<T>> {
-  const deadline = Date.now() + opts.timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what}${last ? `: ${String(last)}` : ""}`);
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 200));
+/** afterAll: power off the environment's VMs and remove its folder (global teardown would, but disk adds up). */
+export async function disposeTestEnv(t: TestEnv | undefined): Promise<void> {
+  if (!t) return;
+  await stopAllStandinVms(t);
+  await stopAllLocalVms(t);
+  fs.rmSync(t.tmp, { recursive: true, force: true });
+}
+
+/** Poll `fabrik runs show --json` until `pred` holds; the failure names the last view. */
+export async function waitForView<V>(t: TestEnv, id: number, pred: (v: V) => boolean, what: string, timeoutMs = 90_000): Promise<V> {
+  let last: V | undefined;
+  return waitFor(
+    async () => {
+      const r = await fabrik(t, ["runs", "show", "--id", String(id), "--json"]);
+      last = json<V>(r);
+      return pred(last) ? last : undefined;
+    },
+    { timeoutMs, intervalMs: 300, what: `run ${id}: ${what}`, describe: () => JSON.stringify(last, null, 1)?.slice(0, 3000) ?? "(no view)" },
+  );
+}
+
+export interface RunningCli {
+  out(): string;
+  err(): string;
+  /** Resolves with the exit code (128 + n for signal n). */
+  exited: Promise<number>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/** Start a long-running fabrik command (watch, attach, …) whose output the test follows while it runs. */
+export function startFabrik(t: TestEnv, args: string[], opts: { timeoutMs?: number } = {}): RunningCli {
+  assertBuilt();
+  const p = spawn(process.execPath, [FABRIK_BIN, ...args], { env: t.env, cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  p.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  p.stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const timer = setTimeout(() => p.kill("SIGKILL"), opts.timeoutMs ?? 180_000);
+  const exited = new Promise<number>((resolve) =>
+    p.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve(code ?? (signal === "SIGKILL" ? 137 : signal === "SIGINT" ? 130 : 128));
+    }),
+  );
+  return { out: () => out, err: () => err, exited, kill: (s = "SIGTERM") => p.kill(s) };
+}
+
+/** The stand-in's guest home path (the host user is the guest user: root). */
+export const STANDIN_GUEST_HOME = "/home/root.guest";
+
+/**
+ * Where a VM's file is on this host: a stand-in VM's guest home is the folder `$LIMA_HOME/<vm>/guest-home`
+ * (bind-mounted inside the VM), and a local VM's paths are host paths already. Tests read VM files this way
+ * only to WAIT cheaply (a file appears); what they assert about a VM they read through fabrik.
+ */
+export function hostPathOf(t: TestEnv, vm: string, guestPath: string): string {
+  if (guestPath === STANDIN_GUEST_HOME || guestPath.startsWith(`${STANDIN_GUEST_HOME}/`)) {
+    return path.join(t.limaHome, vm, "guest-home", guestPath.slice(STANDIN_GUEST_HOME.length));
   }
+  return guestPath;
+}
+
+/** How many times the launcher has logged the engine's exit in a run's log (one per launch or resume). */
+export function engineExits(t: TestEnv, vm: string, controlDir: string): number {
+  try {
+    const log = fs.readFileSync(hostPathOf(t, vm, `${controlDir}/reports/smithers.log`), "utf8");
+    return log.match(/engine exited with code -?\d+/g)?.length ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Wait until the launcher has logged more than `after` engine exits (an event on a file, cheap to watch from
+ * the host), so a test then asks fabrik about the run once instead of polling the CLI all along.
+ */
+export async function waitEngineExit(t: TestEnv, vm: string, controlDir: string, after = 0, timeoutMs = 120_000): Promise<void> {
+  const log = hostPathOf(t, vm, `${controlDir}/reports/smithers.log`);
+  await waitFor(() => engineExits(t, vm, controlDir) > after, {
+    timeoutMs,
+    intervalMs: 100,
+    what: `the engine of ${controlDir} to exit (more than ${after} "engine exited" line(s) in ${log})`,
+    describe: () => {
+      try {
+        return fs.readFileSync(log, "utf8").split("\n").slice(-30).join("\n");
+      } catch (e) {
+        return String(e);
+      }
+    },
+  });
 }

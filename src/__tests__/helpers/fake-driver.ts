@@ -1,7 +1,10 @@
 /**
  * A VmDriver fake for in-process command tests: every call must have been announced with `expect…`;
- * anything else throws (and is recorded), so a test fails on any unexpected remote call.
+ * anything else throws AND is recorded. Product code may catch that throw (e.g. an unreachable VM becomes a
+ * row), so the throw alone could go unnoticed: a fake created inside a test registers an `onTestFinished`
+ * check that fails the test when any unexpected call was recorded.
  */
+import { onTestFinished } from "vitest";
 import type { CreateOptions, ExecOptions, ExecResult, SshTarget, StreamHandle, VmDriver, VmInfo } from "../../vm/driver.js";
 import type { DriverName } from "../../fabrik/config.js";
 
@@ -15,6 +18,12 @@ export class FakeDriver implements VmDriver {
 
   constructor(name: DriverName = "lima") {
     this.name = name;
+    onTestFinished(() => this.assertNoUnexpectedCalls());
+  }
+
+  /** Throw when any call was not announced with `expect` (also run automatically when the test finishes). */
+  assertNoUnexpectedCalls(): void {
+    if (this.unexpected.length) throw new Error(`FakeDriver(${this.name}) got ${this.unexpected.length} unexpected call(s):\n  ${this.unexpected.join("\n  ")}`);
   }
 
   /** Allow the next call of `method` (FIFO); `times` calls when given. */

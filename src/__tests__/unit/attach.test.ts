@@ -1,11 +1,8 @@
 // Pure parts of `fabrik run attach`: the end-of-run judgement (the status authority's, shared with watch),
-// outcome codes, the line printer, and the shell scripts (run for real with sh on this host).
-import { describe, it, expect, afterAll } from "vitest";
-import { spawnSync } from "node:child_process";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { LogLinePrinter, TAIL_SCRIPT, READ_FROM_SCRIPT } from "../../fabrik/attach.js";
+// outcome codes and the line printer. The shell scripts it runs in the VM are run for real in
+// integration/attach-scripts.test.ts.
+import { describe, it, expect } from "vitest";
+import { LogLinePrinter } from "../../fabrik/attach.js";
 import { runEnd, renderOutcomeLine, RunEndTracker, LAUNCHER_SETTLE_MS, type RunOutcome } from "../../fabrik/status/run-end.js";
 import { deriveRunState } from "../../fabrik/status/derive.js";
 import { runOutcomeExitCode } from "../../fabrik/exit-codes.js";
@@ -170,37 +167,7 @@ describe("LogLinePrinter", () => {
   });
 });
 
-describe("shell scripts used by attach (run with sh)", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-attach-unit-"));
-  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const run = (script: string, args: string[]) => spawnSync("sh", ["-c", script, "x", ...args], { encoding: "utf8" });
-  const decode = (lines: string[]) => Buffer.from(lines.join(""), "base64").toString("utf8");
-
-  it("TAIL_SCRIPT: size first, then the last N lines of exactly that many bytes", () => {
-    const f = path.join(dir, "log with 'quotes' $x.txt");
-    const text = Array.from({ length: 20_000 }, (_, i) => `line ${i + 1} ${"x".repeat(i % 7)}`).join("\n") + "\npartial";
-    fs.writeFileSync(f, text);
-    const r = run(TAIL_SCRIPT, [f, "3"]);
-    expect(r.status, r.stderr).toBe(0);
-    const [size, ...b64] = r.stdout.split("\n");
-    expect(Number(size)).toBe(Buffer.byteLength(text));
-    expect(decode(b64)).toBe(text.split("\n").slice(-3).join("\n"));
-    // More lines than one 64 KiB window holds.
-    const many = run(TAIL_SCRIPT, [f, "15000"]);
-    expect(decode(many.stdout.split("\n").slice(1))).toBe(text.split("\n").slice(-15000).join("\n"));
-    // All of it, 0 lines, missing file.
-    expect(decode(run(TAIL_SCRIPT, [f, "999999"]).stdout.split("\n").slice(1))).toBe(text);
-    expect(run(TAIL_SCRIPT, [f, "0"]).stdout).toBe(`${Buffer.byteLength(text)}\n`);
-    expect(run(TAIL_SCRIPT, [path.join(dir, "missing"), "5"]).stdout).toBe("0\n");
-  });
-
-  it("READ_FROM_SCRIPT: the bytes from an offset to the end", () => {
-    const f = path.join(dir, "-starts-with-dash");
-    fs.writeFileSync(f, "0123456789\nabc");
-    expect(decode(run(READ_FROM_SCRIPT, [f, "4"]).stdout.split("\n"))).toBe("3456789\nabc");
-    expect(decode(run(READ_FROM_SCRIPT, [f, "15"]).stdout.split("\n"))).toBe("");
-  });
-
+describe("tailFromArgv", () => {
   it("tailFromArgv is an argv (no shell), 1-based byte offset, path after --", () => {
     expect(tailFromArgv("/a b/$(x)", 0)).toEqual(["tail", "-c", "+1", "-F", "--", "/a b/$(x)"]);
     expect(tailFromArgv("-f", 41)).toEqual(["tail", "-c", "+42", "-F", "--", "-f"]);

@@ -1,8 +1,8 @@
-import { describe, it, expect, beforeEach } from "vitest";
+// The registry in-process (one connection at a time). Many processes at once: integration/registry-processes.test.ts.
+import { describe, it, expect, beforeEach, afterEach } from "vitest";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { Registry, SCHEMA_VERSION } from "../../fabrik/registry.js";
 import { ConfigError } from "../../core/errors.js";
@@ -13,6 +13,7 @@ let dir: string;
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-reg-"));
 });
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const newRun = (vm = "vm1", smithers = "fabrik-x") => ({
   vm,
@@ -92,56 +93,4 @@ describe("Registry", () => {
     }
     expect(fs.existsSync(file)).toBe(true);
   });
-
-  it("many processes writing and reading at once never fail with SQLITE_BUSY", async () => {
-    const file = path.join(dir, "busy.db");
-    Registry.open(file).close();
-    // The registry module on its own, bundled for plain node (the test must not depend on `npm run build`); it
-    // lives in the checkout's .cache so that node_modules (better-sqlite3's addon) resolves from it.
-    const bundle = path.resolve(".cache", `test-registry-${process.pid}.mjs`);
-    const { build } = await import("esbuild");
-    await build({
-      entryPoints: [path.resolve("src/fabrik/registry.ts")],
-      outfile: bundle,
-      bundle: true,
-      format: "esm",
-      platform: "node",
-      target: "node20",
-      banner: { js: 'import { createRequire as __r } from "node:module"; const require = __r(import.meta.url);' },
-      external: ["*.node"],
-      logLevel: "error",
-    });
-    const script = `
-      const { Registry } = await import(${JSON.stringify(bundle)});
-      const reg = Registry.open(process.argv[1]);
-      for (let i = 0; i < 150; i++) {
-        if (i % 3 === 0) reg.listRuns({ limit: 20 });
-        else {
-          const r = reg.insertRunWith((id) => ({ vm: "v" + (i % 4), driver: "local", control_dir: "/c/" + id, workflow_path: "/w", smithers_run_id: "fabrik-" + id, smithers_db_path: "/d/" + id, status: "running" }));
-          reg.updateRun(r.id, { status: "done" });
-        }
-      }
-      reg.close();
-    `;
-    const runOne = () =>
-      new Promise<number>((resolve) => {
-        const p = spawn(process.execPath, ["--input-type=module", "-e", script, file], { stdio: ["ignore", "ignore", "pipe"] });
-        let err = "";
-        p.stderr.on("data", (c) => (err += c));
-        p.on("exit", (code) => {
-          if (code !== 0) console.error(err);
-          resolve(code ?? 1);
-        });
-      });
-    let codes: number[];
-    try {
-      codes = await Promise.all([runOne(), runOne(), runOne(), runOne()]);
-    } finally {
-      fs.rmSync(bundle, { force: true });
-    }
-    expect(codes).toEqual([0, 0, 0, 0]);
-    const reg = Registry.open(file);
-    expect(reg.listRuns().length).toBe(400);
-    reg.close();
-  }, 60_000);
 });
