@@ -22,6 +22,7 @@ import { memoryIo } from "../../fabrik/io.js";
 import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
 import { run } from "../helpers/proc.js";
 import { tempDir } from "../helpers/test-root.js";
+import { ensureFixtures } from "../helpers/fixtures.js";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const STANDIN_DIR = path.join(REPO, "scripts/limactl-standin");
@@ -125,13 +126,16 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
     expect(t).toBeDefined();
     target = t!;
     driver = new LimaDriver({ limactl: "limactl", cacheDir: path.join(limaHome, "_fabrik-cache") });
-    // Give the guest the repo's bun where the probe wrapper looks for an engine's bun (a VM without bun cannot probe).
+    // Give the guest the repo's bun where the probe wrapper looks for an engine's bun (a VM without bun cannot
+    // probe). The fixture engines (installed once under .cache/engines) bring it.
+    await ensureFixtures();
     const engines = path.join(REPO, ".cache/engines");
     const candidates = [
       path.join(REPO, "node_modules/bun/bin/bun.exe"),
       ...(fs.existsSync(engines) ? fs.readdirSync(engines).map((v) => path.join(engines, v, ".runtime/node_modules/bun/bin/bun.exe")) : []),
     ];
     const bun = candidates.find((c) => fs.existsSync(c));
+    expect(bun, `a bun among ${candidates.join(", ")}`).toBeDefined();
     if (bun) {
       const binDir = path.join(limaHome, VM, "guest-home/.fabrik/engines/test/.runtime/node_modules/.bin");
       fs.mkdirSync(binDir, { recursive: true });
@@ -142,7 +146,7 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
     fs.mkdirSync(path.join(controlDir, "reports"), { recursive: true });
     fs.writeFileSync(path.join(controlDir, "exit_code"), "0\n");
     fs.writeFileSync(path.join(controlDir, "reports/smithers.log"), "hello\n");
-  });
+  }, 600_000);
 
   afterAll(async () => {
     for (const c of cleanups) c();
