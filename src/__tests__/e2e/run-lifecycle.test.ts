@@ -179,7 +179,8 @@ describe.skipIf(skip)(titled("runs in stand-in Lima VMs with the real engine", s
     expect(v.engine_run_status).toBe("running");
     expect(v.engine_alive).toBe(false);
     expect(v.current_task).toBe("step-3");
-    expect(v.mismatches).toContainEqual({ field: "status", cache: "running", live: "failed" });
+    // The mismatch shows the live verdict (orphaned), not a mapped cache word.
+    expect(v.mismatches).toContainEqual({ field: "status", cache: "running", live: "orphaned" });
     expect(v.cache_updated).toBe(true);
     const stuck = v.diagnoses.find((d) => d.code === "TASK_IN_PROGRESS_NO_ENGINE")!;
     expect(stuck.message).toContain("step-3");
@@ -241,7 +242,7 @@ describe.skipIf(skip)(titled("runs in stand-in Lima VMs with the real engine", s
       { args: ["run", "--vm", W1, "--workflow", SEQ, "--input", "[1,2]"], code: 2, msg: /--input must be a JSON object/ },
       { args: ["run", "--vm", "ghost", "--workflow", SEQ], code: 4, msg: /VM ghost does not exist/ },
       { args: ["run", "--vm", W3, "--workflow", SEQ], code: 6, msg: new RegExp(`${W3} is Stopped`) },
-      { args: ["run", "--vm", W1, "--workflow", SEQ, "--engine", "0.3.0"], code: 1, msg: /unknown Smithers engine version "0\.3\.0"/ },
+      { args: ["run", "--vm", W1, "--workflow", SEQ, "--engine", "0.3.0"], code: 2, msg: /--engine "0\.3\.0" is not an engine version fabrik supports/ },
       { args: ["run", "--workflow", SEQ], code: 2, msg: /missing --vm/ },
       { args: ["runs", "show", "--id", "999999"], code: 4, msg: /run 999999 does not exist/ },
       { args: ["runs", "show", "--id", "abc"], code: 2, msg: /./ },
