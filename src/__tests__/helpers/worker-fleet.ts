@@ -74,9 +74,21 @@ async function engineSeed(): Promise<string> {
     if (fs.existsSync(ready)) return fs.readFileSync(ready, "utf8");
     try {
       fs.mkdirSync(lock);
+      fs.writeFileSync(path.join(lock, "pid"), String(process.pid));
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      // The worker holding the lock died (its file failed hard): take it over.
+      let owner = NaN;
+      try {
+        owner = Number(fs.readFileSync(path.join(lock, "pid"), "utf8"));
+      } catch {
+        /* being created, or just released */
+      }
+      if (Number.isInteger(owner) && owner > 0 && !fs.existsSync(`/proc/${owner}`)) {
+        fs.rmSync(lock, { recursive: true, force: true });
+        continue;
+      }
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${lock} (another worker creating the engine seed)`);
       await sleep(200);
     }
