@@ -1,7 +1,13 @@
 /**
  * One stand-in Lima VM with the engine installed, per vitest worker, shared by the end-to-end files that run
- * in that worker (one after another), so the VM and its engine installs (0.32.0 at creation, 0.5.0 on first
- * use) are paid once per worker instead of once per file.
+ * in that worker (one after another), so the VM and its engine installs are paid once per worker instead of
+ * once per file.
+ *
+ * Engine 0.32.0 is installed ONCE PER RUN by fabrik itself, in a local-driver VM (the "engine seed", host
+ * paths: bun hard-links the packages out of the shared cache, ~4 s), and given to each worker's VM as hard
+ * links. Installing it inside a stand-in VM copies all ~800 MB instead (the shared cache is outside the VM's
+ * guest-home bind mount, and hard links cannot cross mounts: ~25 s, mostly system CPU, and as long again to
+ * delete). Engine 0.5.0 is still installed by fabrik inside the VM, on first use through the lima driver.
  *
  * It lives in `<root>/fleet-<VITEST_POOL_ID>/` (FABRIK_HOME `fh`, LIMA_HOME `lh`): a file's module state does
  * not survive vitest's per-file isolation, the folder does. FABRIK_HOME is shared too, because fabrik names a
@@ -14,8 +20,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { expect } from "vitest";
-import { envFor, fabrik, json, makeTestEnv, type TestEnv } from "./cli.js";
-import { run } from "./proc.js";
+import { envFor, fabrik, json, localVmName, makeTestEnv, type TestEnv } from "./cli.js";
+import { run, sleep } from "./proc.js";
 import { tempDir, testRoot } from "./test-root.js";
 
 export interface Fleet extends TestEnv {
@@ -39,8 +45,10 @@ export async function workerFleet(config: Record<string, unknown> = {}): Promise
   const t = envFor(path.join(dir, "fh"), path.join(dir, "lh"), configFile, own.tmp);
   const ready = path.join(dir, "ready");
   if (!fs.existsSync(ready)) {
-    const r = await fabrik(t, ["vm", "create", FLEET_VM], { timeoutMs: 600_000 });
+    const seed = await engineSeed();
+    const r = await fabrik(t, ["vm", "create", FLEET_VM, "--no-engine"], { timeoutMs: 600_000 });
     expect(r.code, `creating the worker's shared VM: ${r.stderr}`).toBe(0);
+    await copyEnginesFrom(seed, path.join(t.limaHome, FLEET_VM, "guest-home"));
     fs.writeFileSync(ready, new Date().toISOString());
   } else {
     const rows = json<{ name: string; status: string }[]>(await fabrik(t, ["vm", "list", "--json"]));
@@ -53,6 +61,62 @@ export async function workerFleet(config: Record<string, unknown> = {}): Promise
   return { ...t, vm: FLEET_VM };
 }
 
+/**
+ * The run's engine seed: a local-driver VM whose engine 0.32.0 fabrik installed (`vm create --driver local`).
+ * Created by the first worker that needs it, under a lock; returns its guest home.
+ */
+async function engineSeed(): Promise<string> {
+  const dir = path.join(testRoot(), "engine-seed");
+  const lock = `${dir}.lock`;
+  const ready = path.join(dir, "ready");
+  const deadline = Date.now() + 600_000;
+  for (;;) {
+    if (fs.existsSync(ready)) return fs.readFileSync(ready, "utf8");
+    try {
+      fs.mkdirSync(lock);
+      fs.writeFileSync(path.join(lock, "pid"), String(process.pid));
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      // The worker holding the lock died (its file failed hard): take it over.
+      let owner = NaN;
+      try {
+        owner = Number(fs.readFileSync(path.join(lock, "pid"), "utf8"));
+      } catch {
+        /* being created, or just released */
+      }
+      if (Number.isInteger(owner) && owner > 0 && !fs.existsSync(`/proc/${owner}`)) {
+        fs.rmSync(lock, { recursive: true, force: true });
+        continue;
+      }
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${lock} (another worker creating the engine seed)`);
+      await sleep(200);
+    }
+  }
+  try {
+    if (fs.existsSync(ready)) return fs.readFileSync(ready, "utf8");
+    const t = envFor(path.join(dir, "fh"), path.join(dir, "lh"), path.join(dir, "config.json"), dir);
+    const name = localVmName("engine-seed");
+    const r = await fabrik(t, ["vm", "create", name, "--driver", "local"], { timeoutMs: 600_000 });
+    expect(r.code, `creating the engine seed (a local VM with engine 0.32.0): ${r.stderr}`).toBe(0);
+    const home = path.join(t.fabrikHome, "local-vms", name, "home");
+    expect(fs.existsSync(path.join(home, ".fabrik", "engines", "0.32.0", ".fabrik-engine.json")), `engine marker in ${home}`).toBe(true);
+    fs.writeFileSync(ready, home);
+    return home;
+  } finally {
+    fs.rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+/** Hard-link the engine installs under guest home `fromHome` into guest home `toHome` (host paths). */
+async function copyEnginesFrom(fromHome: string, toHome: string): Promise<void> {
+  const src = path.join(fromHome, ".fabrik", "engines");
+  const dst = path.join(toHome, ".fabrik");
+  fs.mkdirSync(dst, { recursive: true });
+  const r = await run("cp", ["-al", src, dst], { timeoutMs: 120_000 });
+  expect(r.code, `cp -al ${src} ${dst}: ${r.stderr}`).toBe(0);
+}
+
 /** A second registry (FABRIK_HOME) in this file's scratch folder, for tests that import runs elsewhere. */
 export function otherHome(t: TestEnv, name: string): TestEnv {
   const fh = tempDir(`${name}-`);
@@ -62,12 +126,8 @@ export function otherHome(t: TestEnv, name: string): TestEnv {
 /**
  * Give stand-in VM `to` the engine installs of VM `from` (same LIMA_HOME) as hard links: exactly what
  * `fabrik run` would install there (the same recipe, marker included), without paying ~10 s of npm and bun
- * per extra VM. The install path itself is exercised by the fleet VM's creation and its first 0.5.0 run.
+ * per extra VM. The install path itself is exercised by the engine seed and the first 0.5.0 run in a VM.
  */
 export async function copyEngines(t: TestEnv, from: string, to: string): Promise<void> {
-  const src = path.join(t.limaHome, from, "guest-home", ".fabrik", "engines");
-  const dst = path.join(t.limaHome, to, "guest-home", ".fabrik");
-  fs.mkdirSync(dst, { recursive: true });
-  const r = await run("cp", ["-al", src, dst], { timeoutMs: 120_000 });
-  expect(r.code, `cp -al ${src} ${dst}: ${r.stderr}`).toBe(0);
+  await copyEnginesFrom(path.join(t.limaHome, from, "guest-home"), path.join(t.limaHome, to, "guest-home"));
 }

@@ -56,13 +56,12 @@ export default async function setup(): Promise<() => Promise<void>> {
 
   return async () => {
     process.off("exit", onExit);
-    const started = Date.now();
-    const { killed } = await removeRoot(root);
+    const { killed, killMs, rmMs } = await removeRoot(root);
     // The workers' shared VMs (helpers/worker-fleet.ts) are powered off here by design; anything else that
     // was still running is worth a line.
     const fleet = killed.filter((k) => /\/fleet-\d+\//.test(k.cmdline));
     const other = killed.filter((k) => !fleet.includes(k));
-    if (fleet.length) console.log(`[fabrik tests] teardown: powered off the workers' shared VMs (${fleet.length} process(es)) and removed ${root} in ${Date.now() - started} ms`);
+    if (fleet.length) console.log(`[fabrik tests] teardown: powered off the workers' shared VMs (${fleet.length} process(es)) and removed ${root} (kill ${killMs} ms, rm ${rmMs} ms)`);
     if (other.length) {
       console.log(`[fabrik tests] teardown killed ${other.length} other leftover process(es) of ${root}:`);
       for (const k of other.slice(0, 20)) console.log(`  ${k.pid} (${k.why}): ${k.cmdline}`);
