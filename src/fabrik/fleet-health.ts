@@ -5,7 +5,7 @@
  * Health is judged over the history, never on one flaky probe: a Running VM whose last probe answered is
  * `healthy`; one failed probe in a row makes it `degraded`, {@link DOWN_AFTER_FAILURES} in a row `down`.
  */
-import type { VmProbeRecord } from "./registry.js";
+import type { RunRecord, VmProbeRecord } from "./registry.js";
 
 /** A VM's health, as `fabrik fleet` reports it. */
 export const VM_HEALTHS = ["healthy", "degraded", "down", "stopped", "unknown"] as const;
@@ -95,4 +95,13 @@ export function idleSince(i: { state: string; activeRuns: number; lastRunEndMs: 
 /** A Running VM with no active run for longer than `idleMs` (config `thresholds.vm_idle_ms`) is idle. */
 export function isIdle(since: number | null, now: number, idleMs: number): boolean {
   return since !== null && now - since > idleMs;
+}
+
+/**
+ * When a run stopped keeping its VM busy (epoch ms): its end (`finished_at_ms`), else its last resume, start or
+ * creation (an orphaned run's death is not recorded: its last known start stands in). Used for idleness and for
+ * `runs prune --older-than`.
+ */
+export function runEndMs(r: Pick<RunRecord, "finished_at_ms" | "last_resumed_at_ms" | "started_at_ms" | "created_at_ms">): number {
+  return r.finished_at_ms ?? r.last_resumed_at_ms ?? r.started_at_ms ?? r.created_at_ms;
 }

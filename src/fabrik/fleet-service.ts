@@ -9,10 +9,9 @@
  */
 import pLimit from "p-limit";
 import type { Context } from "./context.js";
-import type { RunRecord } from "./registry.js";
 import { listVms, type VmListRow } from "./vm-service.js";
 import { checkVm, type VmCheck } from "./vm-check.js";
-import { idleSince, isIdle, judgeVmHealth, runningSince, type VmHealth } from "./fleet-health.js";
+import { idleSince, isIdle, judgeVmHealth, runEndMs, runningSince, type VmHealth } from "./fleet-health.js";
 import { ACTIVE_RUN_STATUSES, isActiveRunStatus } from "../core/status.js";
 import { NotFoundError } from "../core/errors.js";
 import type { VmInfo } from "../vm/driver.js";
@@ -91,11 +90,6 @@ function infoOf(row: VmListRow): VmInfo {
     sshLocalPort: undefined,
     errors: row.errors,
   };
-}
-
-/** When a run stopped keeping its VM busy (epoch ms): its end, else its last resume, start or creation. */
-function runEndMs(r: RunRecord): number {
-  return r.finished_at_ms ?? r.last_resumed_at_ms ?? r.started_at_ms ?? r.created_at_ms;
 }
 
 function iso(ms: number | null): string | null {
