@@ -4,8 +4,8 @@
  * VM is probed once (health facts plus its active runs, whose verdicts are written back), VMs in parallel under
  * the configured concurrency; `--no-live` judges from the stored history and the cache only.
  *
- * A Running VM with no active run for longer than `thresholds.vm_idle_ms` is flagged idle, with the command that
- * stops it.
+ * A Running VM that answers and has had no active run for longer than `thresholds.vm_idle_ms` is flagged idle,
+ * with the command that stops it (a VM whose probes fail is not: its runs cannot be seen).
  */
 import pLimit from "p-limit";
 import type { Context } from "./context.js";
@@ -48,7 +48,7 @@ export interface FleetVmView {
   idle_since_ms: number | null;
   idle_for_ms: number | null;
   idle: boolean;
-  /** What to do about it (`fabrik vm stop NAME` for an idle VM, `fabrik doctor --vm NAME` for a sick one), or null. */
+  /** What to do about it (`fabrik doctor --vm NAME` for a degraded or down VM, `fabrik vm stop NAME` for an idle one), or null. */
   next_command: string | null;
   /** Facts from the stored history (`--no-live`, or the VM was not probed now) rather than this call. */
   from_history: boolean;
@@ -151,7 +151,8 @@ export async function fleetReport(ctx: Context, req: FleetRequest): Promise<{ vi
       vmCreatedMs: reg.getVm(row.name)?.created_at_ms ?? null,
       runningSinceMs: runningSince(history),
     });
-    const idle = isIdle(since, now, ctx.config.vmIdleMs);
+    // Idle only when the VM answered: a VM whose probes fail may have active runs fabrik cannot see.
+    const idle = verdict.health === "healthy" && isIdle(since, now, ctx.config.vmIdleMs);
     const health = check?.health ?? null;
     const sick = verdict.health === "degraded" || verdict.health === "down";
     return {
@@ -179,7 +180,7 @@ export async function fleetReport(ctx: Context, req: FleetRequest): Promise<{ vi
       idle_since_ms: since,
       idle_for_ms: since === null ? null : Math.max(0, now - since),
       idle,
-      next_command: idle ? `fabrik vm stop ${row.name}` : sick ? `fabrik doctor --vm ${row.name}` : null,
+      next_command: sick ? `fabrik doctor --vm ${row.name}` : idle ? `fabrik vm stop ${row.name}` : null,
       from_history: !check,
       facts_at: check?.ok ? iso(now) : iso(verdict.last_ok_at_ms),
     };

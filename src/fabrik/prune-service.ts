@@ -166,7 +166,8 @@ export async function pruneRuns(ctx: Context, req: PruneRequest, hooks: { confir
       const name = root !== null && r.control_dir.startsWith(`${root}/`) ? r.control_dir.slice(root.length + 1) : "";
       return name !== "" && name !== "." && name !== ".." && !name.includes("/");
     };
-    const check = await checkVm(ctx, driver, vm, info, { runs, measureDirs: runs.filter(under).map((r) => r.control_dir), source: "prune", dryRun: req.dryRun });
+    // Looking is read-only (no history, no write-back): listing, a dry run and a refused prune change nothing.
+    const check = await checkVm(ctx, driver, vm, info, { runs, measureDirs: runs.filter(under).map((r) => r.control_dir), source: "prune", dryRun: true });
     if (!check.ok) warnings.push(`VM ${vm}: ${check.error}`);
     checks.set(vm, { check, root });
     const sizes = new Map(check.health?.dir_sizes.map((d) => [d.path, d.bytes]) ?? []);

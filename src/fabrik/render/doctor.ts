@@ -23,7 +23,7 @@ export function renderDoctor(v: DoctorView, r: Pick<RenderContext, "tty" | "colo
       group = g;
     }
     lines.push(`${mark(x.status)} ${x.name.padEnd(width)}  ${sanitizeLine(x.message, 1000)}`);
-    if (x.status !== "ok" && x.fix) lines.push(`  ${" ".repeat(width + (r.tty ? 1 : 4))}fix: ${sanitizeLine(x.fix, 1000)}`);
+    if (x.status !== "ok" && x.fix) lines.push(`${" ".repeat((r.tty ? 2 : 5) + width + 2)}fix: ${sanitizeLine(x.fix, 1000)}`);
   }
   const s = v.counts;
   lines.push("", `${s.ok} ok, ${s.warn} warning(s), ${s.fail} failure(s)${v.ok ? "" : " — fabrik doctor exits 1"}`);
