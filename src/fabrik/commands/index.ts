@@ -30,7 +30,7 @@ import supervise from "./supervise.js";
 export const COMMAND_TREE: readonly CommandGroup[] = [
   { command: "vm", describe: "manage the VMs runs execute in", commands: [vmCreate, vmList, vmStart, vmStop, vmDelete, vmShell, vmInstallEngine] },
   { command: "run", describe: "start a workflow run in a VM (and: run attach, run resume)", commands: [runStart, runAttach, runResume] },
-  { command: "runs", describe: "inspect runs: list, show, watch, import", commands: [runsList, runsShow, runsWatch, runsImport, runsEvidence, runsPrune] },
+  { command: "runs", describe: "inspect runs: list, show, watch, import, evidence, prune", commands: [runsList, runsShow, runsWatch, runsImport, runsEvidence, runsPrune] },
   { command: "config", describe: "fabrik's settings: list, get, set, unset (with where each value came from)", commands: [configList, configGet, configSet, configUnset] },
   // Fleet care (issue 14): each a single command.
   { command: "doctor", describe: "check the host and the VMs; each check ok/warn/fail with its fix (exit 1 on a failure)", commands: [doctor] },
