@@ -31,6 +31,9 @@ const SECRET_WORDS = new Set([
   "privatekey", "accesskey", "secretkey", "sessionid", "bearer", "jwt", "otp",
 ]);
 
+/** Stems that make a run-together word secret (`authtoken`, `clientsecret`, `dbpassword`), but not `tokenizer`. */
+const SECRET_STEMS = /token|secret|passw|apikey|credential|privatekey|accesskey/;
+
 /** A key ending in `key` is secret (`api_key`, `sshKey`, `key`) unless the word before says it is bookkeeping. */
 const NOT_SECRET_KEY_PREFIXES = new Set([
   "cache", "idempotency", "dedupe", "sort", "partition", "primary", "foreign", "content", "public", "object", "node",
@@ -63,7 +66,7 @@ export function isSecretKey(key: string): boolean {
   if (NOT_SECRET_KEYS.has(key)) return false;
   const w = keyWords(key);
   if (w.length === 0) return false;
-  if (w.some((x) => SECRET_WORDS.has(x))) return true;
+  if (w.some((x) => SECRET_WORDS.has(x) || (SECRET_STEMS.test(x) && !/^tokeni[sz]/.test(x)))) return true;
   for (let i = 0; i + 1 < w.length; i++) if ((w[i] === "api" || w[i] === "access" || w[i] === "private" || w[i] === "secret") && (w[i + 1] === "key" || w[i + 1] === "token")) return true;
   if (w.at(-1) === "key") return w.length === 1 || !NOT_SECRET_KEY_PREFIXES.has(w[w.length - 2]!);
   return false;

@@ -8,8 +8,9 @@ describe("isSecretKey", () => {
   it.each([
     "token", "apiToken", "GITHUB_TOKEN", "api_key", "apiKey", "OPENAI_API_KEY", "key", "sshKey", "password", "DB_PASSWORD", "passwd", "pwd", "client_secret",
     "secretKey", "credentials", "Authorization", "cookie", "private_key", "aws_access_key_id", "passphrase", "call_token",
+    "npm_config__authtoken", "clientsecret", "DBPASSWORD",
   ])("%s is secret", (k) => expect(isSecretKey(k)).toBe(true));
-  it.each(["cache_key", "idempotency_key", "dedupe_key", "node_id", "keyboard", "monkey", "author", "tasks", "sleep_ms", "PWD", "OLDPWD", "content_hash", "run_id", "public_key"])(
+  it.each(["cache_key", "idempotency_key", "dedupe_key", "node_id", "keyboard", "monkey", "author", "tasks", "sleep_ms", "PWD", "OLDPWD", "content_hash", "run_id", "public_key", "tokenizer"])(
     "%s is not secret",
     (k) => expect(isSecretKey(k)).toBe(false),
   );

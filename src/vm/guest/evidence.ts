@@ -255,7 +255,23 @@ function snapshot(req: EvidenceRequestWire, m: SecretMasker, files: EvidenceFile
     result.cut = "the run's DB does not exist";
     return result;
   }
+  if (req.snapshot_max_bytes === 0) {
+    result.cut = "left out: --max-size leaves no room for the DB";
+    return result;
+  }
   const out = path.join(req.out_dir, "snapshot.db");
+  // The copy needs about the DB's size (main file plus WAL) in the VM; never fill its disk for evidence.
+  try {
+    const sf = fs.statfsSync(req.out_dir);
+    const free = Number(sf.bavail) * Number(sf.bsize);
+    const need = st.size + (result.source_wal_bytes ?? 0) + 64 * 1024 * 1024;
+    if (free < need) {
+      result.cut = `left out: ${free} bytes free in the VM, a copy needs about ${need}`;
+      return result;
+    }
+  } catch {
+    /* statfs unsupported: try anyway */
+  }
   // A consistent copy, WAL included, from a read-only connection: the engine's files are not written.
   let last: unknown;
   let made = false;
