@@ -153,13 +153,14 @@ describe.skipIf(skip)(titled("fleet care: doctor, fleet, evidence, prune, superv
     t = makeTestEnv("fleetcare-");
     fs.writeFileSync(path.join(t.tmp, "config.json"), JSON.stringify({ thresholds: { engine_heartbeat_stale_ms: 2000, vm_idle_ms: 2000 } }));
     drivers[1]!.vm = localVmName("fl-l");
-    const fleetHome = path.join(fleet.limaHome, fleet.vm, "guest-home", ".fabrik", "engines");
+    // Only the 0.32.0 engine (the worker's VM may also hold 0.5.0 by now): removing it must leave the VM without bun.
+    const fleetEngine = path.join(fleet.limaHome, fleet.vm, "guest-home", ".fabrik", "engines", ENGINE);
     for (const d of drivers) {
       await ok(["vm", "create", d.vm, ...d.create], 600_000);
       const home = await loadHome(d.vm);
-      const dst = hostPathOf(d.vm, `${home}/.fabrik`);
+      const dst = hostPathOf(d.vm, `${home}/.fabrik/engines`);
       fs.mkdirSync(dst, { recursive: true });
-      const r = await run("cp", ["-al", fleetHome, dst], { timeoutMs: 120_000 });
+      const r = await run("cp", ["-al", fleetEngine, dst], { timeoutMs: 120_000 });
       expect(r.code, r.stderr).toBe(0);
     }
     wfDir = tempDir("wf-");
