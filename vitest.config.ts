@@ -18,6 +18,7 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
 const SLOW_FIRST = [
   "e2e/run-lifecycle.test.ts",
   "e2e/resume.test.ts",
+  "e2e/fleet.test.ts",
   "e2e/watch.test.ts",
   "e2e/vm-walkthrough.test.ts",
   "e2e/limactl-standin.test.ts",

@@ -47,3 +47,32 @@ export function parseDuration(text: string): number | undefined {
   const v = ms(t as ms.StringValue);
   return typeof v === "number" && Number.isFinite(v) && v > 0 ? v : undefined;
 }
+
+const SIZE_UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1000,
+  mb: 1000 ** 2,
+  gb: 1000 ** 3,
+  tb: 1000 ** 4,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+  tib: 1024 ** 4,
+  k: 1024,
+  m: 1024 ** 2,
+  g: 1024 ** 3,
+};
+
+/**
+ * Parse a size a user typed: `200MB`, `1.5GiB`, `512KiB`, `10k`, `4096B` (a unit is required, so a missing one is
+ * never guessed). `KB`/`MB`/`GB` are decimal (10^3…), `KiB`/`MiB`/`GiB` and the short `k`/`m`/`g` binary (2^10…).
+ * Returns bytes (an integer), or undefined when it is not a positive size.
+ */
+export function parseSize(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]+)$/.exec(text.trim());
+  if (!m) return undefined;
+  const unit = SIZE_UNITS[m[2]!.toLowerCase()];
+  if (unit === undefined) return undefined;
+  const v = Math.floor(Number(m[1]) * unit);
+  return Number.isSafeInteger(v) && v > 0 ? v : undefined;
+}

@@ -6,7 +6,7 @@
  * (yargs' own number parsing accepts them and silently rounds).
  */
 import { UsageError } from "../core/errors.js";
-import { parseDuration } from "../core/units.js";
+import { parseDuration, parseSize } from "../core/units.js";
 import { assertVmName } from "../vm/names.js";
 import { SUPPORTED_ENGINES, isSupportedEngineVersion } from "../vm/engine-recipe.js";
 
@@ -94,4 +94,14 @@ export function engineVersion(raw: unknown): string {
     refuse(`--engine ${JSON.stringify(v)} is not an engine version fabrik supports`, `use one of ${SUPPORTED_ENGINES.join(", ")}`);
   }
   return v;
+}
+
+/** A size with a unit (`--max-size 200MB`, `1.5GiB`), as bytes (core/units.ts `parseSize`). */
+export function size(flag: string) {
+  return (raw: unknown): number => {
+    const text = Array.isArray(raw) ? raw.at(-1) : raw;
+    const v = typeof text === "string" ? parseSize(text) : undefined;
+    if (v === undefined) refuse(`${flag} must be a size with a unit, got ${JSON.stringify(text)}`, `e.g. ${flag} 200MB, 1GiB or 512KiB`);
+    return v;
+  };
 }

@@ -60,6 +60,7 @@ function handlerFor(spec: CommandSpec<any, any>, state: RunState) {
       now: state.opts.now,
       signal: state.abort.signal,
       drivers: state.opts.drivers,
+      lenientConfig: spec.lenientConfig,
     });
     try {
       const result = await spec.run(ctx, args as never);

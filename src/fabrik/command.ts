@@ -112,6 +112,8 @@ export interface CommandSpec<O extends OptionMap = OptionMap, P extends Position
   options: O;
   /** Flags that override the config for this command (`--driver`, `--engine`). */
   configFlags?: (args: ArgsOf<O, P>) => ConfigFlags;
+  /** Run even when the config file or environment is invalid (on the defaults; `ctx.configProblem` says why): `fabrik doctor`. */
+  lenientConfig?: boolean;
   /** Extra validation after parsing (throw UsageError). */
   check?: (args: ArgsOf<O, P>) => void;
   run: (ctx: Context, args: ArgsOf<O, P>) => Promise<CommandResult>;

@@ -7,7 +7,7 @@ import type { DriverName, VmDriver } from "../vm/driver.js";
 
 const VM_FLAGS = new Set(["--vm"]);
 const ID_FLAGS = new Set(["--id", "--run-id"]);
-const VM_POSITIONAL = new Set(["start", "stop", "delete", "shell"]);
+const VM_POSITIONAL = new Set(["start", "stop", "delete", "shell", "install-engine"]);
 
 /**
  * Values to complete for the word being typed, or undefined to fall back to yargs' defaults (commands,

@@ -13,7 +13,7 @@ import type { Registry } from "./registry.js";
 import { DriverSet } from "./drivers.js";
 import type { DriverName, VmDriver } from "../vm/driver.js";
 import type { GuestInstallCache } from "../vm/guest-programs.js";
-import { NotFoundError } from "../core/errors.js";
+import { ConfigError, NotFoundError } from "../core/errors.js";
 
 export interface Context {
   io: Io;
@@ -32,6 +32,11 @@ export interface Context {
   registry(): Registry;
   /** Release resources (close the registry). */
   close(): void;
+  /**
+   * Why the config file or environment could not be used, for commands built with `lenientConfig` (`fabrik
+   * doctor`): they then run on the built-in defaults and report this. Undefined otherwise.
+   */
+  configProblem?: ConfigError | undefined;
 }
 
 export interface ContextOptions {
@@ -44,13 +49,25 @@ export interface ContextOptions {
   signal?: AbortSignal;
   /** Drivers to use instead of the real ones (tests inject fakes). */
   drivers?: Partial<Record<DriverName, VmDriver>>;
+  /** An unusable config file or environment is not fatal: defaults are used and the error kept as `configProblem`. */
+  lenientConfig?: boolean;
 }
 
 /** Build the context for one command. Throws ConfigError on a bad config file, env or FABRIK_HOME. */
 export async function createContext(opts: ContextOptions = {}): Promise<Context> {
   const env = opts.env ?? process.env;
   const paths = resolvePaths(env);
-  const config = await resolveConfig(paths.config, env, opts.flags ?? {});
+  let configProblem: ConfigError | undefined;
+  let config: Config;
+  try {
+    config = await resolveConfig(paths.config, env, opts.flags ?? {});
+  } catch (err) {
+    if (!opts.lenientConfig || !(err instanceof ConfigError)) throw err;
+    configProblem = err;
+    // Without the file (the environment may be fine), else without either.
+    const noFile = path.join(paths.home, ".no-config-file.json");
+    config = await resolveConfig(noFile, env, opts.flags ?? {}).catch(() => resolveConfig(noFile, {}, opts.flags ?? {}));
+  }
   const io = opts.io ? { ...opts.io, json: opts.json ?? opts.io.json } : processIo({ color: opts.color ?? "auto", json: opts.json ?? false, env });
   const drivers = new DriverSet(config, paths, env);
   for (const [name, d] of Object.entries(opts.drivers ?? {})) if (d) drivers.set(name as DriverName, d);
@@ -75,6 +92,7 @@ export async function createContext(opts: ContextOptions = {}): Promise<Context>
       registry?.close();
       registry = undefined;
     },
+    configProblem,
   };
 }
 

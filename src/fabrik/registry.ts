@@ -111,6 +111,38 @@ export interface RunEvent {
   detail_json: string | null;
 }
 
+/**
+ * One probe of a VM as `fabrik doctor`, `fabrik fleet` and `fabrik supervise` recorded it: the history `fleet`
+ * judges a VM's health over (degraded after one failed probe in a row, down after three). Times epoch ms (host).
+ */
+export interface VmProbeRecord {
+  id: number;
+  vm: string;
+  at_ms: number;
+  /** 1 when the probe answered, 0 when it failed. */
+  ok: number;
+  /** 1 when a command ran in the VM (even if the probe then failed, e.g. for want of bun), 0 when not, null unknown. */
+  reachable: number | null;
+  /** The driver's status at the time (`Running`, `Stopped`, …). */
+  vm_status: string | null;
+  duration_ms: number | null;
+  /** Why the probe failed, when it did. */
+  error: string | null;
+  /** A summary of what it saw (engines, free disk, clock skew …), JSON. */
+  facts_json: string | null;
+  /** Which command probed: `doctor`, `fleet`, `supervise`, `prune`. */
+  source: string;
+}
+
+/** A supervisor's claim on a run: only the holder acts on the run until `expires_at_ms` (host clock, epoch ms). */
+export interface SupervisorLease {
+  run_id: number;
+  /** `<host>:<pid>:<random>` of the `fabrik supervise` process. */
+  holder: string;
+  acquired_at_ms: number;
+  expires_at_ms: number;
+}
+
 export interface RunFilter {
   vm?: string | undefined;
   statuses?: readonly RunStatus[] | undefined;
@@ -119,7 +151,7 @@ export interface RunFilter {
 }
 
 /** Current schema version; bump with a new entry in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /** Migrations, index i upgrades version i to i+1. Each runs in one transaction. */
 const MIGRATIONS: readonly string[] = [
@@ -185,6 +217,29 @@ const MIGRATIONS: readonly string[] = [
   // v3: the launch journal (see PendingLaunch).
   `
   ALTER TABLE runs ADD COLUMN pending_json TEXT;
+  `,
+  // v4: fleet health — every probe of a VM by doctor/fleet/supervise (see VmProbeRecord) — and supervisor leases
+  // (see SupervisorLease). Self-contained: only new tables.
+  `
+  CREATE TABLE vm_probes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    vm TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    reachable INTEGER,
+    vm_status TEXT,
+    duration_ms INTEGER,
+    error TEXT,
+    facts_json TEXT,
+    source TEXT NOT NULL
+  );
+  CREATE INDEX vm_probes_by_vm ON vm_probes (vm, at_ms DESC, id DESC);
+  CREATE TABLE supervisor_leases (
+    run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    holder TEXT NOT NULL,
+    acquired_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+  );
   `,
 ];
 
@@ -518,6 +573,69 @@ export class Registry {
           .all(...ACTIVE_RUN_STATUSES) as { vm: string; active: number; last_id: number | null; last_at: number | null }[],
     );
     return new Map(rows.map((r) => [r.vm, { active: r.active, lastRunId: r.last_id, lastRunAtMs: r.last_at }]));
+  }
+
+  // ---- fleet health, supervisor leases, prune (issue 14) -------------------------------------------------------
+
+  /** Record one probe of a VM; keeps the newest `keep` records per VM. */
+  recordVmProbe(p: Omit<VmProbeRecord, "id">, keep = 100): void {
+    this.write(() => {
+      this.db
+        .prepare(
+          "INSERT INTO vm_probes (vm, at_ms, ok, reachable, vm_status, duration_ms, error, facts_json, source) VALUES (@vm, @at_ms, @ok, @reachable, @vm_status, @duration_ms, @error, @facts_json, @source)",
+        )
+        .run(p);
+      this.db
+        .prepare("DELETE FROM vm_probes WHERE vm = ? AND id NOT IN (SELECT id FROM vm_probes WHERE vm = ? ORDER BY at_ms DESC, id DESC LIMIT ?)")
+        .run(p.vm, p.vm, keep);
+    });
+  }
+
+  /** A VM's probe history, newest first (at most `limit`). */
+  vmProbes(vm: string, limit = 100): VmProbeRecord[] {
+    return this.read(() => this.db.prepare("SELECT * FROM vm_probes WHERE vm = ? ORDER BY at_ms DESC, id DESC LIMIT ?").all(vm, limit) as VmProbeRecord[]);
+  }
+
+  /** SQLite's `PRAGMA integrity_check`: `["ok"]` when the file is sound, else the problems it found (at most 20). */
+  integrityCheck(): string[] {
+    return this.read(() => (this.db.prepare("PRAGMA integrity_check(20)").all() as { integrity_check: string }[]).map((r) => r.integrity_check));
+  }
+
+  /**
+   * Take (or renew) the supervisor lease on a run, in one `BEGIN IMMEDIATE` transaction: an expired lease is
+   * dropped first; the lease is granted when nobody else holds it. Returns true when `holder` holds it now.
+   */
+  acquireLease(runId: number, holder: string, now: number, ttlMs: number): boolean {
+    return this.write(() => {
+      this.db.prepare("DELETE FROM supervisor_leases WHERE run_id = ? AND (expires_at_ms <= ? OR holder = ?)").run(runId, now, holder);
+      const info = this.db
+        .prepare("INSERT OR IGNORE INTO supervisor_leases (run_id, holder, acquired_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)")
+        .run(runId, holder, now, now + ttlMs);
+      return info.changes === 1;
+    });
+  }
+
+  /** Give a lease back (only its holder can). */
+  releaseLease(runId: number, holder: string): void {
+    this.write(() => {
+      this.db.prepare("DELETE FROM supervisor_leases WHERE run_id = ? AND holder = ?").run(runId, holder);
+    });
+  }
+
+  /** The lease on a run, expired or not (undefined when none). */
+  leaseOf(runId: number): SupervisorLease | undefined {
+    return this.read(() => this.db.prepare("SELECT * FROM supervisor_leases WHERE run_id = ?").get(runId) as SupervisorLease | undefined);
+  }
+
+  /** Delete runs (their history and leases go with them), in one transaction. Returns how many rows went. */
+  deleteRuns(ids: readonly number[]): number {
+    if (ids.length === 0) return 0;
+    return this.write(() => {
+      let n = 0;
+      const del = this.db.prepare("DELETE FROM runs WHERE id = ?");
+      for (const id of ids) n += del.run(id).changes;
+      return n;
+    });
   }
 
   /** Ids of all runs (for shell completion). */

@@ -7,6 +7,7 @@
  * without host/VM skew), sizes are bytes.
  */
 import { z } from "zod";
+import { HealthFactsSchema, HealthRequestSchema } from "./health-schema.js";
 
 /** Probe wire-format version (both directions). */
 export const PROBE_VERSION = 1;
@@ -41,6 +42,8 @@ export const ProbeRequestSchema = z.object({
   discover_roots: z.array(str(4096)).max(20).default([]),
   /** Characters kept of error messages. */
   error_chars: int.positive().max(4000).default(500),
+  /** Also gather the VM's health facts (src/vm/health-schema.ts: engines, disk, control dirs, locks) in this round trip. */
+  health: HealthRequestSchema.optional(),
 });
 export type ProbeRequest = z.input<typeof ProbeRequestSchema>;
 
@@ -198,5 +201,7 @@ export const ProbeResponseSchema = z.object({
   now_ms: int.positive(),
   runs: z.array(ProbeRunResultSchema).max(1000),
   discovered: z.array(DiscoveredRunSchema).max(1000),
+  /** The VM's health facts, when the request asked for them. */
+  health: HealthFactsSchema.optional(),
 });
 export type ProbeResponse = z.infer<typeof ProbeResponseSchema>;

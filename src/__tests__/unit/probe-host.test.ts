@@ -86,7 +86,7 @@ describe("the probe on the wire", () => {
   });
 
   it("the bundles hold no zod (types only cross over) and are what the host hashes", () => {
-    for (const name of ["probe", "resume"] as const) {
+    for (const name of ["probe", "resume", "evidence"] as const) {
       const p = loadGuestProgram(name);
       expect(loadGuestProgram(name)).toBe(p); // read once
       expect(p.file).toBe(guestBundlePath(name));

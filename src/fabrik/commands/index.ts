@@ -20,10 +20,20 @@ import configList from "./config-list.js";
 import configGet from "./config-get.js";
 import configSet from "./config-set.js";
 import configUnset from "./config-unset.js";
+import vmInstallEngine from "./vm-install-engine.js";
+import doctor from "./doctor.js";
+import fleet from "./fleet.js";
+import runsEvidence from "./runs-evidence.js";
+import runsPrune from "./runs-prune.js";
+import supervise from "./supervise.js";
 
 export const COMMAND_TREE: readonly CommandGroup[] = [
-  { command: "vm", describe: "manage the VMs runs execute in", commands: [vmCreate, vmList, vmStart, vmStop, vmDelete, vmShell] },
+  { command: "vm", describe: "manage the VMs runs execute in", commands: [vmCreate, vmList, vmStart, vmStop, vmDelete, vmShell, vmInstallEngine] },
   { command: "run", describe: "start a workflow run in a VM (and: run attach, run resume)", commands: [runStart, runAttach, runResume] },
-  { command: "runs", describe: "inspect runs: list, show, watch, import", commands: [runsList, runsShow, runsWatch, runsImport] },
+  { command: "runs", describe: "inspect runs: list, show, watch, import, evidence, prune", commands: [runsList, runsShow, runsWatch, runsImport, runsEvidence, runsPrune] },
   { command: "config", describe: "fabrik's settings: list, get, set, unset (with where each value came from)", commands: [configList, configGet, configSet, configUnset] },
+  // Fleet care (issue 14): each a single command.
+  { command: "doctor", describe: "check the host and the VMs; each check ok/warn/fail with its fix (exit 1 on a failure)", commands: [doctor] },
+  { command: "fleet", describe: "every VM's health (probe history), engines, free disk, active runs; idle VMs flagged", commands: [fleet] },
+  { command: "supervise", describe: "the fleet's watchdog: resume orphaned runs with run resume's checks (--once for cron)", commands: [supervise] },
 ];

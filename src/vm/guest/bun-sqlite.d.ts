@@ -16,6 +16,8 @@ declare module "bun:sqlite" {
     get(...params: unknown[]): Row | null | undefined;
     all(...params: unknown[]): Row[];
     run(...params: unknown[]): Changes;
+    /** Rows one at a time (bun ≥ 1.1.31). */
+    iterate(...params: unknown[]): IterableIterator<Row>;
   }
   export class Database {
     /** `flags`: a bitwise OR of {@link constants} (`SQLITE_OPEN_READONLY | SQLITE_OPEN_URI` for `file:` URIs). */

@@ -18,6 +18,7 @@ import { isDir, isFile, readCapped, statSafe } from "./lib/files.js";
 import { readStdin, runtimeVersion, writeJsonLine } from "./lib/io.js";
 import { ownerPid, pidFact, readPidFile } from "./lib/proc.js";
 import { cap, errorJsonMessage, errorText, int, ms } from "./lib/text.js";
+import { healthFacts, healthRequest, type HealthReq } from "./lib/health.js";
 
 const V = 1;
 /** heartbeat.json, run.sh, pid files, fabrik-run.json: bytes read at most. */
@@ -47,6 +48,8 @@ interface Req {
   row_size_warn_bytes: number;
   discover_roots: string[];
   error_chars: number;
+  /** The VM's health facts are wanted too (lib/health.ts). */
+  health: HealthReq | null;
 }
 type Row = Record<string, unknown>;
 
@@ -463,13 +466,16 @@ function normalise(raw: string): Req {
     row_size_warn_bytes: posInt(src.row_size_warn_bytes, 100 * 1024, Number.MAX_SAFE_INTEGER),
     discover_roots: Array.isArray(src.discover_roots) ? (src.discover_roots as unknown[]).filter((r): r is string => typeof r === "string").slice(0, 20) : [],
     error_chars: posInt(src.error_chars, 500, 4000),
+    health: healthRequest(src.health),
   };
 }
 
 function handle(raw: string): ProbeResponse {
   const req = normalise(raw);
   const runs = req.runs.map((rr) => probeRun(rr, req));
-  return { v: V, tool: "bun", tool_version: cap(runtimeVersion(), 100) ?? "", sqlite_version: cap(sqliteVersion(), 40) ?? "", now_ms: Date.now(), runs, discovered: discover(req.discover_roots) };
+  const out: ProbeResponse = { v: V, tool: "bun", tool_version: cap(runtimeVersion(), 100) ?? "", sqlite_version: cap(sqliteVersion(), 40) ?? "", now_ms: Date.now(), runs, discovered: discover(req.discover_roots) };
+  if (req.health) out.health = healthFacts(req.health);
+  return out;
 }
 
 async function main(): Promise<void> {
