@@ -55,6 +55,7 @@ export function thresholds(ctx: Context): StatusThresholds {
     dbSizeWarnBytes: ctx.config.dbSizeWarnBytes,
     rowSizeWarnBytes: ctx.config.rowSizeWarnBytes,
     configuredEngineVersion: ctx.config.engineVersion,
+    taskRunningLongMs: ctx.config.taskRunningLongMs,
   };
 }
 

@@ -7,6 +7,7 @@
  * without host/VM skew), sizes are bytes.
  */
 import { z } from "zod";
+import { PID_IDENTITY_VERDICTS, type PidIdentityVerdict } from "../core/pid-identity.js";
 
 /** Probe wire-format version (both directions). */
 export const PROBE_VERSION = 1;
@@ -44,14 +45,20 @@ export const ProbeRequestSchema = z.object({
 });
 export type ProbeRequest = z.input<typeof ProbeRequestSchema>;
 
-/** A pid and whether it lives inside the VM (signal 0; a zombie counts as alive, as the engine counts it). */
+/**
+ * A pid and whether the RUN'S process with that pid lives inside the VM (signal 0; a zombie counts as alive, as the
+ * engine counts it). A pid that answers but is proven to be another process (src/core/pid-identity.ts) is `alive:
+ * false` with `identity` `reused`, `rebooted` or `foreign`, and `state`/`cmdline` of the process that has it now.
+ */
 export const PidFactSchema = z.object({
   pid: int.positive(),
   alive: z.boolean(),
-  /** Process state letter from /proc (R, S, Z, …) when alive and readable. */
+  /** Process state letter from /proc (R, S, Z, …) when the pid answers and /proc is readable. */
   state: str(4).nullable(),
   /** First 200 chars of the command line, when readable. */
   cmdline: str(200).nullable(),
+  /** Whose process answers to the pid (null when nothing answers): see PidIdentityVerdict. */
+  identity: z.enum(PID_IDENTITY_VERDICTS as [PidIdentityVerdict, ...PidIdentityVerdict[]]).nullable().optional(),
 });
 export type PidFact = z.infer<typeof PidFactSchema>;
 
@@ -148,6 +155,8 @@ export const DbFactsSchema = z.object({
   /** In-progress nodes, most recently started first (at most 20). */
   in_progress: z.array(NodeFactSchema).max(20),
   last_failed: NodeFactSchema.nullable(),
+  /** Nodes parked on an approval, an event or a timer (`waiting-*` states), most recently updated first (at most 20). */
+  waiting: z.array(NodeFactSchema).max(20).optional(),
   /** Largest value sizes in bytes, read without reading the values (octet_length); null when unknown. */
   max_response_text_bytes: int.nonnegative().nullable(),
   max_error_json_bytes: int.nonnegative().nullable(),
