@@ -27,6 +27,21 @@ export const ProbeRunRequestSchema = z.object({
   db_path: str(4096).nullable(),
   /** The run to read from the DB; null = the most recently started run in it. */
   smithers_run_id: str(200).nullable(),
+  /** Also return the engine's events of this run (`runs events`, `runs events --follow`); absent/null: none. */
+  events: z
+    .object({
+      /** Only events after this seq (following); null: the last `limit` events. */
+      after_seq: int.nullable(),
+      limit: int.positive().max(100_000),
+      /** Only events whose payload names this node id. */
+      node: str(500).nullable(),
+      /** Only events at or after this time, epoch ms on the VM clock. */
+      since_ms: int.nonnegative().nullable(),
+      /** Include agent chunks, token counts, tool calls, frames, heartbeats. */
+      raw: z.boolean(),
+    })
+    .nullable()
+    .optional(),
 });
 export type ProbeRunRequest = z.infer<typeof ProbeRunRequestSchema>;
 
@@ -168,10 +183,28 @@ export const DbFactsSchema = z.object({
 });
 export type DbFacts = z.infer<typeof DbFactsSchema>;
 
+/** One of the engine's own events (`_smithers_events`), as a line's worth of facts. Times: VM clock, epoch ms. */
+export const EventFactSchema = z.object({
+  seq: int,
+  ts_ms: ms,
+  /** The engine's event type: RunStarted, NodeStarted, NodeFailed, ApprovalGranted, RunFinished, … */
+  type: str(100),
+  node_id: str(500).nullable(),
+  iteration: nint,
+  attempt: nint,
+  /** Status, error message, decision… from the payload, truncated. */
+  detail: str(500).nullable(),
+});
+export type EventFact = z.infer<typeof EventFactSchema>;
+
 export const ProbeRunResultSchema = z.object({
   key: str(200),
   control: ControlFactsSchema.nullable(),
   db: DbFactsSchema.nullable(),
+  /** The run's engine events, oldest first (only when the request asked for them). */
+  events: z.array(EventFactSchema).max(100_000).nullable().optional(),
+  /** More events matched than the request's limit. */
+  events_truncated: z.boolean().optional(),
   /** Probe-level problems for this run (never fatal to the whole probe). */
   errors: z.array(str(500)).max(20),
 });

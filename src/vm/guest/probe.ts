@@ -12,7 +12,8 @@ import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
 import type { Database } from "bun:sqlite";
-import type { ControlFacts, DbFacts, DiscoveredRun, NodeFact, ProbeResponse, ProbeRunResult } from "../probe-schema.js";
+import type { ControlFacts, DbFacts, DiscoveredRun, EventFact, NodeFact, ProbeResponse, ProbeRunResult } from "../probe-schema.js";
+import { readEvents, type EventQuery } from "./lib/events.js";
 import { columnOrNull, columnsOf, dbErrorText, sqliteVersion, withReadOnlyDb } from "./lib/db.js";
 import { isDir, isFile, readCapped, statSafe } from "./lib/files.js";
 import { blobTooBigInCurrentLaunch } from "./lib/log.js";
@@ -244,7 +245,14 @@ function emptyDbFacts(p: string): DbFacts {
   };
 }
 
-function dbFacts(p: string, runId: string | null, req: Req, errs: string[], pids: PidsFile | null): DbFacts {
+/** Where the run's events go when the request asked for them (`query` set), filled in the same read transaction. */
+interface EventsOut {
+  query: EventQuery;
+  events: EventFact[];
+  truncated: boolean;
+}
+
+function dbFacts(p: string, runId: string | null, req: Req, errs: string[], pids: PidsFile | null, ev: EventsOut | null): DbFacts {
   const d = emptyDbFacts(p);
   const st = statSafe(p);
   if (!st) return d;
@@ -256,14 +264,14 @@ function dbFacts(p: string, runId: string | null, req: Req, errs: string[], pids
   d.size_bytes = st.size;
   d.wal_size_bytes = statSafe(p + "-wal")?.size ?? null;
   try {
-    withReadOnlyDb(p, (db) => readDb(db, d, runId, req, errs, pids), { busyTimeoutMs: DB_BUSY_TIMEOUT_MS });
+    withReadOnlyDb(p, (db) => readDb(db, d, runId, req, errs, pids, ev), { busyTimeoutMs: DB_BUSY_TIMEOUT_MS });
   } catch (e) {
     d.error = cap(dbErrorText(e), 500);
   }
   return d;
 }
 
-function readDb(db: Database, d: DbFacts, runId: string | null, req: Req, errs: string[], pids: PidsFile | null): void {
+function readDb(db: Database, d: DbFacts, runId: string | null, req: Req, errs: string[], pids: PidsFile | null, ev: EventsOut | null): void {
   const S: Schema = { runs: columnsOf(db, "_smithers_runs"), nodes: columnsOf(db, "_smithers_nodes"), att: columnsOf(db, "_smithers_attempts"), attOk: false };
   if (S.runs.size === 0) {
     d.schema = "unknown";
@@ -304,6 +312,15 @@ function readDb(db: Database, d: DbFacts, runId: string | null, req: Req, errs: 
     owner: ownerFact ? { pid: ownerFact.pid, alive: ownerFact.alive, state: ownerFact.state, cmdline: ownerFact.cmdline, identity: ownerFact.identity } : null,
     error: errorJsonMessage(row.error_json, row.error_json_bytes, req.error_chars),
   };
+  if (ev) {
+    try {
+      const r = readEvents(db, String(id), ev.query);
+      ev.events = r.events;
+      ev.truncated = r.truncated;
+    } catch (e) {
+      addErr(errs, `events: ${errorText(e)}`);
+    }
+  }
   if (!nodesOk) return;
 
   let total = 0;
@@ -357,6 +374,25 @@ function readDb(db: Database, d: DbFacts, runId: string | null, req: Req, errs: 
 }
 
 // ---------- one run ----------
+/** The request's `events` field as a query (values capped), or null when events were not asked for. */
+function eventQuery(x: unknown): EventsOut | null {
+  if (!x || typeof x !== "object") return null;
+  const e = x as Row;
+  const n = (v: unknown) => int(v);
+  const limit = n(e.limit);
+  return {
+    query: {
+      after_seq: n(e.after_seq),
+      limit: limit !== null && limit > 0 ? Math.min(limit, 100_000) : 1000,
+      node: typeof e.node === "string" ? e.node.slice(0, 500) : null,
+      since_ms: n(e.since_ms),
+      raw: e.raw === true,
+    },
+    events: [],
+    truncated: false,
+  };
+}
+
 function probeRun(rr: Row, req: Req): ProbeRunResult {
   const errs: string[] = [];
   const key = cap(typeof rr.key === "string" ? rr.key : String(rr.key), 200) ?? "";
@@ -365,6 +401,7 @@ function probeRun(rr: Row, req: Req): ProbeRunResult {
   const runId = typeof rr.smithers_run_id === "string" ? rr.smithers_run_id : null;
   let control: ControlFacts | null = null;
   let db: DbFacts | null = null;
+  let out: EventsOut | null = null;
   try {
     const pids = cd ? readPidsFile(cd) : null;
     if (cd) control = controlFacts(cd, errs, pids);
@@ -381,12 +418,14 @@ function probeRun(rr: Row, req: Req): ProbeRunResult {
         addErr(errs, "no DB found in the control dir (.smithers/*.db, smithers.db, workflow/smithers.db)");
       }
     }
-    if (p) db = dbFacts(p, runId, req, errs, pids);
+    const ev = eventQuery(rr.events);
+    if (ev) out = ev;
+    if (p) db = dbFacts(p, runId, req, errs, pids, ev);
     else if (!cd) addErr(errs, "neither control_dir nor db_path given");
   } catch (e) {
     addErr(errs, `probe: ${errorText(e)}`);
   }
-  return { key, control, db, errors: errs };
+  return out ? { key, control, db, errors: errs, events: out.events, events_truncated: out.truncated } : { key, control, db, errors: errs };
 }
 
 // ---------- discovery (fabrik runs import) ----------

@@ -308,7 +308,7 @@ function runChecks(req: ResumeRequestWire, out: Out): Checked | null {
     return null;
   }
   check("run-in-db", true, `run ${req.smithers_run_id}: ${run.status}`, null);
-  const m = modeForStatus(run.status);
+  const m = modeForStatus(run.status, { afterDecision: req.expected_mode === "continue-waiting" });
   if ("reason" in m) {
     check("run-status", false, `status ${run.status}`, m.reason);
     return null;

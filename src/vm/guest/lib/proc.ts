@@ -134,3 +134,52 @@ export function recordedIdentity(file: PidsFile | null, pid: number | null): Rec
   for (const e of [file.launcher, file.child, file.engine]) if (e && e.pid === pid) return { start_ticks: e.start_ticks, boot_id: file.boot_id };
   return null;
 }
+
+/** One of the run's processes as the control program sees it: its role(s) and the identity judgement. */
+export type RunProcess = GuestPidFact & { role: string };
+
+/**
+ * The run's processes: the pids in `launcher.pid`, `smithers.pid`, `engine.pid` and heartbeat.json, and the DB's
+ * owner pid (0.32) — each judged against `pids.json` (src/core/pid-identity.ts), one entry per distinct pid.
+ * @param ownerId `_smithers_runs.runtime_owner_id` (`pid:<pid>:<uuid>`), or null.
+ * @param self pids never to count (this program and its ancestors).
+ */
+export function runProcesses(controlDir: string, ownerId: string | null, self?: ReadonlySet<number>): RunProcess[] {
+  const pids = readPidsFile(controlDir);
+  let hb: Record<string, unknown> = {};
+  try {
+    const j: unknown = JSON.parse(readSmallText(`${controlDir}/heartbeat.json`) ?? "null");
+    if (j && typeof j === "object" && !Array.isArray(j)) hb = j as Record<string, unknown>;
+  } catch {
+    /* no heartbeat */
+  }
+  const roles = new Map<number, string[]>();
+  const add = (pid: unknown, role: string) => {
+    const p = int(pid);
+    if (p === null || p <= 0) return;
+    const list = roles.get(p) ?? [];
+    if (!list.includes(role)) list.push(role);
+    roles.set(p, list);
+  };
+  const file = (name: string) => {
+    try {
+      const v = readPidFile(`${controlDir}/${name}`);
+      return typeof v === "number" ? v : null;
+    } catch {
+      return null;
+    }
+  };
+  add(file("launcher.pid"), "launcher");
+  add(hb.launcher_pid, "launcher");
+  add(file("smithers.pid"), "child");
+  add(hb.child_pid, "child");
+  add(file("engine.pid"), "engine");
+  add(hb.engine_pid, "engine");
+  add(ownerPid(ownerId), "owner");
+  const out: RunProcess[] = [];
+  for (const [pid, r] of roles) {
+    const f = pidFact(pid, self, recordedIdentity(pids, pid));
+    if (f) out.push({ ...f, role: r.join("+") });
+  }
+  return out;
+}
