@@ -257,9 +257,12 @@ async function cancel(req: ControlRequest, out: ControlResult, st: RunState): Pr
     }
     logLine(C, `run cancel: the engine's cancel answered ${typeof (r.json as Row | null)?.status === "string" ? (r.json as Row).status : `exit ${r.exit_code}`}`);
   } else {
-    // 0.5 has no cancel of a running process: SIGTERM to the launcher, which forwards it to the engine.
-    const launcher = alive(procs).find((p) => p.role.includes("launcher") && maySignal(p.identity));
-    const targets = launcher ? [launcher] : alive(procs).filter((p) => maySignal(p.identity));
+    // 0.5 has no cancel of a running process: SIGTERM to the launcher (which forwards it to the engine), and to the
+    // engine itself — a launcher's trap can miss a signal (bash 5.2, a signal during a command substitution), and
+    // the launcher records the engine's exit either way.
+    const targets = alive(procs)
+      .filter((p) => maySignal(p.identity))
+      .sort((a, b) => Number(b.role.includes("launcher")) - Number(a.role.includes("launcher")));
     if (targets.length > 0) logLine(C, `run cancel: SIGTERM to ${targets.map((p) => `${p.role} ${p.pid}`).join(", ")}`);
     for (const p of targets) signal(out, p, "SIGTERM");
   }

@@ -47,23 +47,28 @@ read -r BOOT_ID 2>/dev/null </proc/sys/kernel/random/boot_id || true
 
 # A pid's start time (/proc/<pid>/stat field 22, clock ticks since boot): with the boot id it tells the run's
 # process from another one that got the same pid after a crash or a reboot (pids.json, read by fabrik).
+# Builtins only, no command substitution: bash 5.2 can lose a trapped signal (TERM, forwarded to the engine)
+# that arrives while it parses one.
 start_ticks() {
   local s=""
+  REPLY=""
   { read -r s <"/proc/$1/stat"; } 2>/dev/null || return 0
   s=${s##*) }
   # shellcheck disable=SC2086
   set -- $s
-  printf '%s' "${20:-}"
+  REPLY=${20:-}
 }
 pid_json() {
-  local t
-  if [ -z "$1" ]; then printf null; return 0; fi
-  t=$(start_ticks "$1")
-  printf '{"pid":%s,"start_ticks":%s}' "$1" "${t:-null}"
+  if [ -z "$1" ]; then REPLY=null; return 0; fi
+  start_ticks "$1"
+  REPLY="{\"pid\":$1,\"start_ticks\":${REPLY:-null}}"
 }
 write_pids() {
-  printf '{"v":1,"boot_id":"%s","launcher":%s,"child":%s,"engine":%s}\n' "$BOOT_ID" "$(pid_json "$$")" "$(pid_json "$child")" "$(pid_json "$engine_pid")" \
-    > pids.json.tmp && mv pids.json.tmp pids.json
+  local l c e
+  pid_json "$$"; l=$REPLY
+  pid_json "$child"; c=$REPLY
+  pid_json "$engine_pid"; e=$REPLY
+  printf '{"v":1,"boot_id":"%s","launcher":%s,"child":%s,"engine":%s}\n' "$BOOT_ID" "$l" "$c" "$e" > pids.json.tmp && mv pids.json.tmp pids.json
 }
 echo "$$" > launcher.pid.tmp && mv launcher.pid.tmp launcher.pid
 write_pids
