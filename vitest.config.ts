@@ -16,6 +16,7 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
 
 /** Rough cost order, slowest first (measured on the 2-core machine). Files not listed run after these, unit tests last. */
 const SLOW_FIRST = [
+  "e2e/control.test.ts",
   "e2e/run-lifecycle.test.ts",
   "e2e/resume.test.ts",
   "e2e/fleet.test.ts",

@@ -14,7 +14,7 @@ import * as esbuild from "esbuild";
 
 /** The repository root (this file is scripts/build-guest.mjs). */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-export const GUEST_PROGRAMS = ["probe", "resume", "evidence"];
+export const GUEST_PROGRAMS = ["probe", "resume", "evidence", "inspect", "control"];
 
 function mtimeMs(p) {
   try {

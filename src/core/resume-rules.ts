@@ -15,15 +15,21 @@ export type ResumeMode =
   /** DB status `failed`: re-run the failed task(s), keep finished work. */
   | "retry-failed"
   /** DB status `cancelled`: continue from the cancelled task. */
-  | "continue-cancelled";
+  | "continue-cancelled"
+  /**
+   * DB status `waiting-*` right after fabrik recorded a decision (`run approve|deny`, `run signal`): the engine
+   * exited when the run parked (exit 3), so continuing it means starting it again on the same run.
+   */
+  | "continue-waiting";
 
-export const RESUME_MODES: readonly ResumeMode[] = ["continue-interrupted", "retry-failed", "continue-cancelled"];
+export const RESUME_MODES: readonly ResumeMode[] = ["continue-interrupted", "retry-failed", "continue-cancelled", "continue-waiting"];
 
 /** One line per mode, for plans and banners. */
 export const RESUME_MODE_TEXT: Readonly<Record<ResumeMode, string>> = {
   "continue-interrupted": "continue an interrupted run",
   "retry-failed": "retry a failed node",
   "continue-cancelled": "continue a cancelled run",
+  "continue-waiting": "continue a parked run after a decision",
 };
 
 /** The engine's CLI/DB dialect (the same values as `EngineDialect` in src/vm/engine-recipe.ts). */
@@ -48,9 +54,12 @@ export function formatAgeMs(ms: number): string {
  * The mode a DB run status calls for, or why it cannot be resumed:
  * `running` → continue-interrupted, `failed` → retry-failed, `cancelled` → continue-cancelled;
  * `finished` → RUN_FINISHED; `continued` (continued as a new run), `waiting-*`, `paused` and anything unknown
- * → RUN_NOT_RESUMABLE.
+ * → RUN_NOT_RESUMABLE — except `waiting-*`/`paused` with `afterDecision` (fabrik just recorded an approval, a denial
+ * or a signal) → continue-waiting.
  */
-export function modeForStatus(status: string): { mode: ResumeMode } | { reason: ResumeReason } {
+export function modeForStatus(status: string, opts: { afterDecision?: boolean } = {}): { mode: ResumeMode } | { reason: ResumeReason } {
+  // After `run approve|deny|signal` recorded the decision, a parked run is continued like an interrupted one.
+  if (opts.afterDecision && (status.startsWith("waiting-") || status === "paused")) return { mode: "continue-waiting" };
   switch (status) {
     case "running":
       return { mode: "continue-interrupted" };
@@ -67,10 +76,25 @@ export function modeForStatus(status: string): { mode: ResumeMode } | { reason: 
         reason: {
           code: "RUN_NOT_RESUMABLE",
           message: `the run is ${status}; fabrik resumes only interrupted (running with a dead engine), failed or cancelled runs`,
-          hint: status.startsWith("waiting") || status === "paused" ? "a waiting run continues by itself when its condition is met" : null,
+          hint: status.startsWith("waiting") || status === "paused" ? "a waiting run continues when its condition is met: `fabrik runs why` names it (`fabrik run approve`, `run deny`, `run signal` answer it)" : null,
         },
       };
   }
+}
+
+// ---- changing the engine on resume (guide Issue 4) ---------------------------------------------------------------
+
+/**
+ * May a run whose DB speaks `dbDialect` be resumed with engine `to` (dialect `toDialect`)? Within a dialect the
+ * engines share the DB schema; across dialects the new engine cannot read (or would corrupt) the run's DB.
+ */
+export function engineChangeReason(from: string | null, to: string, toDialect: ResumeDialect, dbDialect: ResumeDialect): ResumeReason | null {
+  if (toDialect === dbDialect) return null;
+  return {
+    code: "ENGINE_DIALECT_CHANGE",
+    message: `engine ${to} speaks the ${toDialect} dialect, but the run's DB has the ${dbDialect} schema${from ? ` (engine ${from})` : ""}: it cannot continue this run`,
+    hint: `resume with an engine of the ${dbDialect} dialect, or start a new run with \`fabrik run --engine ${to}\``,
+  };
 }
 
 // ---- the engine heartbeat (0.32) ---------------------------------------------------------------------------

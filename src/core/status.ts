@@ -105,6 +105,16 @@ export const ACTIVE_RUN_STATUSES = ["launching", "running", "stale", ...PARKED_R
 /** Will not progress by itself: ended by the engine, or orphaned (needs `run resume`). */
 export const FINAL_RUN_STATUSES = [...TERMINAL_RUN_STATUSES, "orphaned"] as const satisfies readonly RunStatus[];
 
+/**
+ * Stuck: will not make progress without someone acting, though the engine did not record an end — its engine
+ * lives but does not beat (`stale`), it is gone (`orphaned`), or the facts do not add up (`unknown`). `runs list
+ * --stuck` lists these, plus running runs whose task has been in progress too long (TASK_RUNNING_LONG).
+ */
+export const STUCK_RUN_STATUSES = ["stale", "orphaned", "unknown"] as const satisfies readonly RunStatus[];
+
+/** Cached statuses a run can leave without a new engine record: what a live `--status` filter must look at. */
+export const UNSETTLED_RUN_STATUSES = [...ACTIVE_RUN_STATUSES, "orphaned"] as const satisfies readonly RunStatus[];
+
 /** Names accepted by `--status` that stand for several statuses. */
 export const RUN_STATUS_GROUPS = {
   waiting: PARKED_RUN_STATUSES,

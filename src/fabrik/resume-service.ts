@@ -78,6 +78,10 @@ export interface ResumeRequest {
   fixLimitBytes: number;
   yes: boolean;
   reason?: string | undefined;
+  /** `--engine X`: resume with this engine (same dialect only); it is installed in the VM first. */
+  engine?: string | undefined;
+  /** Continue a parked run after fabrik recorded a decision (`run approve|deny|signal`), not a user's resume. */
+  afterDecision?: boolean | undefined;
 }
 
 /** Hooks the command supplies. */
@@ -225,7 +229,7 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
   let plan = planResume({
     run,
     observation: obs,
-    options: { force: req.force, fix: req.fix, fixLimitBytes: req.fixLimitBytes },
+    options: { force: req.force, fix: req.fix, fixLimitBytes: req.fixLimitBytes, afterDecision: req.afterDecision, engineVersion: req.engine },
     thresholds: { engineHeartbeatStaleMs: staleMs },
     now: ctx.now(),
     guestHome,
@@ -249,6 +253,11 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
     if (plan.bun && plan.engine_dir && plan.dialect) {
       try {
         vm = await runGuestResume(ctx, driver, run.vm, plan, requestFor(plan, req, staleMs, true), await ctx.guestInstalls());
+        // A new engine (--engine) is installed by the resume itself: not being installed yet is no refusal.
+        if (plan.engine_pin.changed && vm.reasons.some((r) => r.code === "ENGINE_MISSING")) {
+          vm = { ...vm, reasons: vm.reasons.filter((r) => r.code !== "ENGINE_MISSING"), checks: vm.checks.filter((c) => c.name !== "engine-installed") };
+          plan = { ...plan, warnings: [...plan.warnings, `engine ${plan.engine_version} is not installed in VM ${run.vm} yet; the resume installs it first`] };
+        }
         plan = withVmChecks(plan, vm);
       } catch (err) {
         if (ctx.signal.aborted) throw err;
@@ -264,6 +273,13 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
     if (!go) throw new RefusedError(`run ${run.id} was not resumed: not confirmed`, "nothing was changed");
   }
 
+  if (plan.engine_pin.changed && plan.engine_version) {
+    // The new engine first (an install, not a change to the run).
+    const [{ ensureEngine }, { DEFAULTS }] = await Promise.all([import("../vm/engine.js"), import("./config.js")]);
+    const home = guestHome ?? plan.engine_dir!.replace(/\/\.fabrik\/engines\/[^/]+$/, "");
+    await ensureEngine(driver, run.vm, home, plan.engine_version, { cacheDir: ctx.config.engineCacheDir, timeoutMs: DEFAULTS.engineInstallTimeoutMs, signal: ctx.signal });
+  }
+
   // The journal: written BEFORE the VM changes anything, so a fabrik killed while (or after) the VM applies the
   // resume leaves an intent that the next live check settles (runs-service.ts, settlePendingLaunch).
   const history = {
@@ -275,6 +291,8 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
     backup: plan.backup_path,
     script: plan.script_path,
     forced: req.force,
+    ...(plan.engine_pin.changed ? { engine_from: plan.engine_pin.before, engine_to: plan.engine_version } : {}),
+    ...(req.afterDecision ? { after_decision: true } : {}),
   };
   const journalledAt = ctx.now();
   ctx.registry().updateRun(run.id, { pending_json: JSON.stringify({ kind: "resume", launch_id: plan.launch_id, at_ms: journalledAt, detail: history } satisfies PendingLaunch) }, journalledAt);
@@ -307,6 +325,7 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
       engine_pid: null,
       last_check_status: null,
       pending_json: null,
+      ...(plan.engine_pin.changed && plan.engine_version ? { engine_version: plan.engine_version } : {}),
     },
     now,
   );

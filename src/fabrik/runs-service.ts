@@ -11,7 +11,7 @@ import { cachedRunState, type CheckSummary, type DerivedState } from "./status/c
 import { NotFoundError, UsageError } from "../core/errors.js";
 import type { ProbeRequest, ProbeResponse } from "../vm/probe-schema.js";
 import type { RunObservation } from "../vm/probe.js";
-import { expandStatusFilter, isFinalRunStatus, RUN_STATUSES, RUN_STATUS_GROUPS, type CachedRunStatus } from "../core/status.js";
+import { expandStatusFilter, isFinalRunStatus, RUN_STATUSES, RUN_STATUS_GROUPS, STUCK_RUN_STATUSES, UNSETTLED_RUN_STATUSES, type CachedRunStatus, type RunStatus } from "../core/status.js";
 import { parseDuration } from "../core/units.js";
 import type { VmDriver } from "../vm/driver.js";
 
@@ -55,6 +55,7 @@ export function thresholds(ctx: Context): StatusThresholds {
     dbSizeWarnBytes: ctx.config.dbSizeWarnBytes,
     rowSizeWarnBytes: ctx.config.rowSizeWarnBytes,
     configuredEngineVersion: ctx.config.engineVersion,
+    taskRunningLongMs: ctx.config.taskRunningLongMs,
   };
 }
 
@@ -253,10 +254,21 @@ export function parseSince(since: string, nowMs: number): number {
 
 export interface ListRequest {
   vm?: string | undefined;
+  /** fabrik's statuses (and the groups of RUN_STATUS_GROUPS), matched against the LIVE verdict when `live`. */
   statuses?: string[] | undefined;
+  /** Only stuck runs: stale, orphaned, unknown, and running runs with a task in progress too long. */
+  stuck?: boolean | undefined;
   limit: number;
   since?: string | undefined;
   live: boolean;
+}
+
+/** How many cached runs at most a live status filter looks at (the unsettled ones, newest first). */
+export const STATUS_FILTER_CANDIDATES = 1000;
+
+/** Is this view stuck (`runs list --stuck`)? Pure. */
+export function isStuckView(v: Pick<RunView, "effective_status" | "diagnoses">): boolean {
+  return (STUCK_RUN_STATUSES as readonly string[]).includes(v.effective_status) || v.diagnoses.some((d) => d.code === "TASK_RUNNING_LONG");
 }
 
 /**
@@ -270,13 +282,25 @@ export async function listRunViews(ctx: Context, req: ListRequest): Promise<{ vi
   if (unknown !== undefined) {
     throw new UsageError(`unknown status ${JSON.stringify(unknown)}`, `use one of ${[...RUN_STATUSES, ...Object.keys(RUN_STATUS_GROUPS)].join(", ")}`);
   }
-  const filter: RunFilter = { vm: req.vm, statuses, limit: req.limit, sinceMs: req.since ? parseSince(req.since, ctx.now()) : undefined };
+  const sinceMs = req.since ? parseSince(req.since, ctx.now()) : undefined;
+  const filtering = statuses.length > 0 || req.stuck === true;
   if (!req.live) {
+    const cached: RunStatus[] = [...new Set<RunStatus>([...statuses, ...(req.stuck ? STUCK_RUN_STATUSES : [])])];
+    const filter: RunFilter = { vm: req.vm, statuses: cached, limit: req.limit, sinceMs };
     const reg = ctx.registry();
     const now = ctx.now();
-    return { views: (function* () { for (const r of reg.iterateRuns(filter)) yield cachedView(r, now); })(), warnings: [] };
+    const warnings: string[] = [];
+    if (statuses.includes("unreachable")) warnings.push("`unreachable` is only known from a live look (the cache never holds it); drop --no-live");
+    if (req.stuck) warnings.push("--no-live: long-running tasks (TASK_RUNNING_LONG) need a live look; showing runs cached as stale, orphaned or unknown");
+    return { views: (function* () { for (const r of reg.iterateRuns(filter)) yield cachedView(r, now); })(), warnings };
   }
-  const runs = ctx.registry().listRuns(filter);
+  // A live filter matches the LIVE verdict: look at the runs cached with a requested status and every run that can
+  // still change without a new engine record (a run cached `running` may be orphaned now; `unreachable` is never
+  // cached), then keep the matches.
+  const candidates: RunStatus[] = [...new Set<RunStatus>([...statuses.filter((x): x is CachedRunStatus => x !== "unreachable"), ...UNSETTLED_RUN_STATUSES])];
+  const runs = filtering
+    ? ctx.registry().listRuns({ vm: req.vm, statuses: candidates, limit: STATUS_FILTER_CANDIDATES, sinceMs })
+    : ctx.registry().listRuns({ vm: req.vm, limit: req.limit, sinceMs });
   const byVm = new Map<string, RunRecord[]>();
   for (const r of runs) {
     const list = byVm.get(r.vm) ?? [];
@@ -297,8 +321,11 @@ export async function listRunViews(ctx: Context, req: ListRequest): Promise<{ vi
   );
   const all = new Map<number, RunObservation>();
   for (const m of results) for (const [k, v] of m) all.set(k, v);
-  const views: RunView[] = [];
+  let views: RunView[] = [];
   for (const r of runs) views.push(await reconcile(ctx, r, all.get(r.id) ?? { kind: "none" }));
+  if (filtering) {
+    views = views.filter((v) => (statuses.length === 0 || (statuses as readonly string[]).includes(v.effective_status)) && (!req.stuck || isStuckView(v))).slice(0, req.limit);
+  }
   for (const v of views) for (const m of v.mismatches) warnings.push(`run ${v.id} ${m.field}: cache=${m.cache ?? "-"} live=${m.live ?? "-"}${v.cache_updated ? " (cache updated)" : ""}`);
   return { views, warnings };
 }

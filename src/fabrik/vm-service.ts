@@ -243,7 +243,7 @@ async function refuseActive(ctx: Context, vm: string, verb: string): Promise<voi
   if (active.length === 0) return;
   throw new RefusedError(
     `VM ${vm} has ${active.length} active run(s): ${active.map((r) => `${r.id} (${r.status})`).join(", ")}; ${verb} would cut them off`,
-    `check them with \`fabrik runs list --vm ${vm}\`, or pass --force`,
+    `stop them with ${active.slice(0, 3).map((r) => `\`fabrik run cancel --id ${r.id} --yes\``).join(", ")}${active.length > 3 ? ", …" : ""}, check them with \`fabrik runs list --vm ${vm}\`, or pass --force (a power cut: the runs are killed, not cancelled)`,
   );
 }
 

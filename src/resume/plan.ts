@@ -22,6 +22,7 @@ import { shellJoin } from "../vm/shell-quote.js";
 
 import {
   RESUME_MODE_TEXT as MODE_TEXT,
+  engineChangeReason,
   engineHeartbeatCheck,
   livingProcessReason,
   modeForStatus,
@@ -52,6 +53,10 @@ export interface ResumeOptions {
   fix: boolean;
   /** `--fix`: bytes kept per value (the tail). */
   fixLimitBytes: number;
+  /** Continue a parked run: fabrik has just recorded its decision (`run approve|deny`, `run signal`). */
+  afterDecision?: boolean | undefined;
+  /** `--engine X`: resume with this engine instead of the run's (same dialect only; guide Issue 4). */
+  engineVersion?: string | undefined;
 }
 
 export interface ResumeThresholds {
@@ -98,6 +103,11 @@ export interface ResumePlan {
   smithers_run_id: string;
   engine_version: string | null;
   dialect: EngineDialect | null;
+  /**
+   * The engine the launcher pins now (run.sh or the newest resume-N.sh: `ENGINE_VERSION=…`) and the one the resume
+   * script will pin; `changed` when `--engine` picked another one.
+   */
+  engine_pin: { before: string | null; after: string | null; changed: boolean };
   /** True when every check passed. */
   allowed: boolean;
   reasons: ResumeReason[];
@@ -179,7 +189,9 @@ function continuingFrom(mode: ResumeMode, nodes: readonly NodeFact[], db: DbFact
       ? (first("failed") ?? db.last_failed)
       : mode === "continue-cancelled"
         ? (first("cancelled") ?? first("in-progress") ?? db.in_progress[0] ?? null)
-        : (first("in-progress") ?? db.in_progress[0] ?? null);
+        : mode === "continue-waiting"
+          ? (nodes.find((n) => n.state.startsWith("waiting-")) ?? db.waiting?.[0] ?? first("in-progress") ?? null)
+          : (first("in-progress") ?? db.in_progress[0] ?? null);
   return byMode ?? first("pending") ?? nodes.find((n) => !["finished", "skipped"].includes(n.state)) ?? null;
 }
 
@@ -207,6 +219,7 @@ export function planResume(input: PlanInput): ResumePlan {
     smithers_run_id: run.smithers_run_id,
     engine_version: run.engine_version,
     dialect: null,
+    engine_pin: { before: null, after: null, changed: false },
     allowed: false,
     reasons,
     checks,
@@ -258,10 +271,17 @@ export function planResume(input: PlanInput): ResumePlan {
   const db = r.db;
 
   // ---- the engine version -> dialect ------------------------------------------------------------------------
-  let version = run.engine_version;
-  if (version === null && db && (db.schema === "modern" || db.schema === "legacy")) {
-    version = db.schema === "modern" ? "0.32.0" : "0.5.0";
-    warnings.push(`the run has no recorded engine version; using ${version} for its ${db.schema} DB schema`);
+  let recorded = run.engine_version;
+  if (recorded === null && db && (db.schema === "modern" || db.schema === "legacy")) {
+    recorded = db.schema === "modern" ? "0.32.0" : "0.5.0";
+    if (!options.engineVersion) warnings.push(`the run has no recorded engine version; using ${recorded} for its ${db.schema} DB schema`);
+  }
+  const version = options.engineVersion ?? recorded;
+  plan.engine_pin = { before: c?.run_sh_engine ?? recorded, after: version, changed: options.engineVersion !== undefined && options.engineVersion !== (c?.run_sh_engine ?? recorded) };
+  if (options.engineVersion !== undefined && isSupportedEngineVersion(options.engineVersion) && db && (db.schema === "modern" || db.schema === "legacy")) {
+    const why = engineChangeReason(c?.run_sh_engine ?? recorded, options.engineVersion, engineDialect(options.engineVersion), db.schema);
+    if (why) fail("engine-change", `${plan.engine_pin.before ?? "unknown"} → ${options.engineVersion}`, why);
+    else pass("engine-change", `${plan.engine_pin.before ?? "unknown"} → ${options.engineVersion} (same ${db.schema} dialect)`);
   }
   if (version === null || !isSupportedEngineVersion(version)) {
     fail("engine-version", version ?? "unknown", {
@@ -287,7 +307,7 @@ export function planResume(input: PlanInput): ResumePlan {
     fail("db-readable", db.error, refusals.dbUnreadable(db.path, db.error, controlDir));
   } else if (db.schema === "unknown") {
     fail("db-schema", "no _smithers_runs table", refusals.dbUnknownSchema(db.path));
-  } else if (plan.dialect !== null && db.schema !== plan.dialect) {
+  } else if (plan.dialect !== null && db.schema !== plan.dialect && options.engineVersion === undefined) {
     fail("db-schema", `${db.schema} schema, engine ${plan.engine_version} speaks ${plan.dialect}`, refusals.dbDialectMismatch(db.schema, plan.dialect, plan.engine_version));
   } else if (!db.run) {
     fail("run-in-db", `run ${run.smithers_run_id} not in ${db.path}`, refusals.runNotInDb(run.smithers_run_id, db.path, db.runs_in_db ?? 0, `see \`fabrik runs import --vm ${run.vm}\``));
@@ -304,7 +324,7 @@ export function planResume(input: PlanInput): ResumePlan {
   const dbRun = dbOk ? db!.run! : null;
   if (dbRun) {
     plan.db_status = dbRun.status;
-    const m = modeForStatus(dbRun.status);
+    const m = modeForStatus(dbRun.status, { afterDecision: options.afterDecision });
     if ("reason" in m) fail("run-status", `status ${dbRun.status}`, m.reason);
     else {
       plan.mode = m.mode;

@@ -18,7 +18,7 @@ import path from "node:path";
 import { PrerequisiteError } from "../core/errors.js";
 
 /** The guest programs. */
-export type GuestProgramName = "probe" | "resume" | "evidence";
+export type GuestProgramName = "probe" | "resume" | "evidence" | "inspect" | "control";
 
 /** One bundled guest program as the host holds it. */
 export interface GuestProgram {

@@ -8,6 +8,7 @@
  */
 import { z } from "zod";
 import { HealthFactsSchema, HealthRequestSchema } from "./health-schema.js";
+import { PID_IDENTITY_VERDICTS, type PidIdentityVerdict } from "../core/pid-identity.js";
 
 /** Probe wire-format version (both directions). */
 export const PROBE_VERSION = 1;
@@ -27,6 +28,21 @@ export const ProbeRunRequestSchema = z.object({
   db_path: str(4096).nullable(),
   /** The run to read from the DB; null = the most recently started run in it. */
   smithers_run_id: str(200).nullable(),
+  /** Also return the engine's events of this run (`runs events`, `runs events --follow`); absent/null: none. */
+  events: z
+    .object({
+      /** Only events after this seq (following); null: the last `limit` events. */
+      after_seq: int.nullable(),
+      limit: int.positive().max(100_000),
+      /** Only events whose payload names this node id. */
+      node: str(500).nullable(),
+      /** Only events at or after this time, epoch ms on the VM clock. */
+      since_ms: int.nonnegative().nullable(),
+      /** Include agent chunks, token counts, tool calls, frames, heartbeats. */
+      raw: z.boolean(),
+    })
+    .nullable()
+    .optional(),
 });
 export type ProbeRunRequest = z.infer<typeof ProbeRunRequestSchema>;
 
@@ -47,14 +63,20 @@ export const ProbeRequestSchema = z.object({
 });
 export type ProbeRequest = z.input<typeof ProbeRequestSchema>;
 
-/** A pid and whether it lives inside the VM (signal 0; a zombie counts as alive, as the engine counts it). */
+/**
+ * A pid and whether the RUN'S process with that pid lives inside the VM (signal 0; a zombie counts as alive, as the
+ * engine counts it). A pid that answers but is proven to be another process (src/core/pid-identity.ts) is `alive:
+ * false` with `identity` `reused`, `rebooted` or `foreign`, and `state`/`cmdline` of the process that has it now.
+ */
 export const PidFactSchema = z.object({
   pid: int.positive(),
   alive: z.boolean(),
-  /** Process state letter from /proc (R, S, Z, …) when alive and readable. */
+  /** Process state letter from /proc (R, S, Z, …) when the pid answers and /proc is readable. */
   state: str(4).nullable(),
   /** First 200 chars of the command line, when readable. */
   cmdline: str(200).nullable(),
+  /** Whose process answers to the pid (null when nothing answers): see PidIdentityVerdict. */
+  identity: z.enum(PID_IDENTITY_VERDICTS as [PidIdentityVerdict, ...PidIdentityVerdict[]]).nullable().optional(),
 });
 export type PidFact = z.infer<typeof PidFactSchema>;
 
@@ -151,6 +173,8 @@ export const DbFactsSchema = z.object({
   /** In-progress nodes, most recently started first (at most 20). */
   in_progress: z.array(NodeFactSchema).max(20),
   last_failed: NodeFactSchema.nullable(),
+  /** Nodes parked on an approval, an event or a timer (`waiting-*` states), most recently updated first (at most 20). */
+  waiting: z.array(NodeFactSchema).max(20).optional(),
   /** Largest value sizes in bytes, read without reading the values (octet_length); null when unknown. */
   max_response_text_bytes: int.nonnegative().nullable(),
   max_error_json_bytes: int.nonnegative().nullable(),
@@ -162,10 +186,28 @@ export const DbFactsSchema = z.object({
 });
 export type DbFacts = z.infer<typeof DbFactsSchema>;
 
+/** One of the engine's own events (`_smithers_events`), as a line's worth of facts. Times: VM clock, epoch ms. */
+export const EventFactSchema = z.object({
+  seq: int,
+  ts_ms: ms,
+  /** The engine's event type: RunStarted, NodeStarted, NodeFailed, ApprovalGranted, RunFinished, … */
+  type: str(100),
+  node_id: str(500).nullable(),
+  iteration: nint,
+  attempt: nint,
+  /** Status, error message, decision… from the payload, truncated. */
+  detail: str(500).nullable(),
+});
+export type EventFact = z.infer<typeof EventFactSchema>;
+
 export const ProbeRunResultSchema = z.object({
   key: str(200),
   control: ControlFactsSchema.nullable(),
   db: DbFactsSchema.nullable(),
+  /** The run's engine events, oldest first (only when the request asked for them). */
+  events: z.array(EventFactSchema).max(100_000).nullable().optional(),
+  /** More events matched than the request's limit. */
+  events_truncated: z.boolean().optional(),
   /** Probe-level problems for this run (never fatal to the whole probe). */
   errors: z.array(str(500)).max(20),
 });

@@ -73,7 +73,7 @@ const REC = {
   created_at_ms: 1, started_at_ms: 1, finished_at_ms: null, updated_at_ms: 1, last_check_at_ms: null, last_check_status: null, last_check_json: null,
   resume_count: 0, last_resumed_at_ms: null, launcher_pid: null, engine_pid: null, imported: 0, pending_json: null,
 } satisfies RunRecord;
-const T = { engineHeartbeatStaleMs: 30_000, launcherHeartbeatStaleMs: 30_000, dbSizeWarnBytes: 1e9, rowSizeWarnBytes: 1e6, configuredEngineVersion: "0.32.0" };
+const T = { engineHeartbeatStaleMs: 30_000, launcherHeartbeatStaleMs: 30_000, dbSizeWarnBytes: 1e9, rowSizeWarnBytes: 1e6, configuredEngineVersion: "0.32.0", taskRunningLongMs: 7_200_000 };
 const outcomeExitCode = (o: RunOutcome) => runOutcomeExitCode(o.kind);
 
 /** The attach/watch end judgement over ONE probe result, through the status authority. */

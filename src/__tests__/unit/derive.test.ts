@@ -11,6 +11,7 @@ const T: DeriveThresholds = {
   dbSizeWarnBytes: 100 * 1024 * 1024,
   rowSizeWarnBytes: 100 * 1024,
   configuredEngineVersion: "0.32.0",
+  taskRunningLongMs: 7_200_000,
 };
 
 function cache(over: Partial<RunRecord> = {}): RunRecord {

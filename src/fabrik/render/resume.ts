@@ -18,6 +18,8 @@ export function renderResumePlan(plan: ResumePlan, opts: { tty: boolean; showScr
   L.push(`  mode:      ${plan.mode_description ?? "-"}${plan.db_status ? ` (DB status ${plan.db_status})` : ""}`);
   if (plan.progress) L.push(`  progress:  ${plan.banner.slice(0, 2).join("; ")}`);
   L.push(`  command:   ${plan.engine_command ?? "-"}`);
+  const pin = plan.engine_pin;
+  L.push(`  engine:    pinned ${pin.before ?? "unknown"}${pin.changed ? ` -> ${pin.after ?? "unknown"} (--engine)` : pin.after && pin.after !== pin.before ? ` (resume script pins ${pin.after})` : " (unchanged)"}`);
   L.push("", "Checks:");
   const w = Math.max(...plan.checks.map((c) => c.name.length), 8);
   for (const c of plan.checks) L.push(`  ${c.ok ? ok : bad} ${c.name.padEnd(w)}  ${c.detail}${c.source === "vm" ? "  [in VM]" : ""}`);
@@ -53,6 +55,7 @@ export function renderResumeResult(o: ResumeOutcome): string {
   const r = o.vm_result!;
   const L: string[] = [];
   L.push(`resumed run ${o.plan.host_run_id} in VM ${o.plan.vm}: ${o.plan.mode_description} (smithers run ${o.plan.smithers_run_id}; launcher pid ${r.pids?.launcher_pid ?? "?"})`);
+  if (o.plan.engine_pin.changed) L.push(`  engine: ${o.plan.engine_pin.before ?? "unknown"} -> ${o.plan.engine_pin.after}`);
   L.push(`  ${o.plan.banner.slice(0, 2).join("; ")}`);
   if (r.backup) L.push(`  backup: ${r.backup.path} (${r.backup.size_bytes} bytes)${r.backup.removed.length ? `; removed ${r.backup.removed.length} older` : ""}`);
   if (r.fix) {

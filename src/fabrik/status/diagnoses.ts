@@ -3,8 +3,8 @@
  * severity, a one-line message and, where there is one, the exact next command. Pure; the list below is the
  * only place diagnoses are made (`docs/status.md` lists the codes; a unit test keeps the two in step).
  */
-import semver from "semver";
 import { shellQuote } from "../../vm/shell-quote.js";
+import { engineDialect, isSupportedEngineVersion } from "../../vm/engine-recipe.js";
 import { formatDuration } from "../../core/units.js";
 import type { RunFacts, StatusThresholds } from "./facts.js";
 import type { Verdict } from "./rules.js";
@@ -35,6 +35,8 @@ export const DIAGNOSIS_CODES = [
   "EXIT_CODE_UNREADABLE",
   "CONTROL_DIR_MISSING",
   "WAITING",
+  "TASK_RUNNING_LONG",
+  "PID_REUSED",
 ] as const;
 export type DiagnosisCode = (typeof DIAGNOSIS_CODES)[number];
 
@@ -54,6 +56,8 @@ export interface DiagnosisSubject {
   control_dir: string;
   smithers_run_id: string;
   smithers_db_path: string;
+  /** The engine fabrik launched the run with (`--engine` or the config at launch), or null (imported). */
+  engine_version: string | null;
 }
 
 interface Ctx {
@@ -74,6 +78,54 @@ interface DiagnosisRule {
 
 const resume = (c: Ctx) => `fabrik run resume --id ${c.run.id}`;
 const exited = (f: RunFacts) => (f.exitCode !== null ? ` (launcher recorded exit code ${f.exitCode})` : "");
+
+/**
+ * Every next command below must be one that the state suggesting it accepts (a unit table test runs each
+ * diagnosis × state through the command's own planner). These say which states accept which command.
+ */
+/** No process of the run lives (engine and launcher known dead or unknown-but-not-alive): nothing is running or settling. */
+const quiet = (f: RunFacts) => f.engineAlive !== true && f.launcherAlive !== true;
+/** `run resume` accepts it: orphaned, failed or cancelled, with no process of the run alive. */
+const resumable = (c: Ctx) => (c.v.status === "orphaned" || c.v.status === "failed" || c.v.status === "cancelled") && quiet(c.f) && c.f.db === "ok";
+/** `run compact` accepts it: the engine recorded the end (done, failed, cancelled) and no process of the run lives. */
+const compactable = (c: Ctx) => (c.v.status === "done" || c.v.status === "failed" || c.v.status === "cancelled") && quiet(c.f) && c.f.db === "ok";
+/** Resume now, or — while the launcher still settles (writing exit_code) — watch it end first. */
+const resumeOrWatch = (c: Ctx) => (c.f.launcherAlive === true ? `fabrik runs watch --vm ${c.run.vm} --run-id ${c.run.id}` : resume(c));
+
+/**
+ * The command that removes oversized values in this state (guide Issue 2), or null when none is accepted now:
+ * an interrupted run (orphaned) → `run resume --fix`; a failed or cancelled run → `run resume --fix` when the
+ * failure itself was the too-big value (`blob`), else `run compact`; a finished run → `run compact`; a live,
+ * parked or settling run → nothing (cancel it first, or wait for it to end).
+ */
+function fixCommand(c: Ctx, kind: "blob" | "size"): string | null {
+  if (c.v.status === "orphaned") return resumable(c) ? `${resume(c)} --fix` : null;
+  if (kind === "blob" && (c.v.status === "failed" || c.v.status === "cancelled")) return resumable(c) ? `${resume(c)} --fix` : null;
+  return compactable(c) ? `fabrik run compact --id ${c.run.id}` : null;
+}
+
+/** What to say about a live run whose values are too big: what will work once it ends. */
+const whenLive = (c: Ctx) =>
+  c.f.engineAlive === true ? `; the run is live: once it ends, \`fabrik run compact --id ${c.run.id}\` shrinks them (or stop it with \`fabrik run cancel --id ${c.run.id}\`, then \`${resume(c)} --fix\`)` : "";
+
+/** The command that answers a parked run, or null: the approval gate's node, a `<Signal>`'s name. */
+function waitingCommand(c: Ctx): string | null {
+  const w = c.f.waitingNodes;
+  const status = c.f.engineRunStatus;
+  if (status === "waiting-approval") {
+    const gates = w.filter((n) => n.state === "waiting-approval");
+    const one = gates.length === 1 ? gates[0]! : undefined;
+    return `fabrik run approve --id ${c.run.id}${one ? ` --node ${shellQuote(one.node_id)}` : ""}`;
+  }
+  if (status === "waiting-event") {
+    const events = w.filter((n) => n.state === "waiting-event");
+    const one = events.length === 1 ? events[0]! : undefined;
+    // <Signal id="x"> waits on the event named x, labelled `signal:x` (the engine's default label).
+    const name = one && one.label?.startsWith("signal:") ? one.label.slice("signal:".length) : undefined;
+    return name ? `fabrik run signal --id ${c.run.id} ${shellQuote(name)}` : `fabrik runs why --id ${c.run.id}`;
+  }
+  return null;
+}
 
 /** The diagnoses, in the order they are listed. */
 export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
@@ -116,18 +168,22 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       if (c.v.status !== "failed" || c.f.db !== "ok") return null;
       const lf = c.f.lastFailed;
       const where = lf ? ` at ${lf.node_id}${lf.error ? `: ${lf.error}` : ""}` : c.f.runError ? `: ${c.f.runError}` : "";
-      return { message: `the run failed${where}; once the cause is fixed, resume re-runs the failed task and keeps finished work`, next_command: resume(c) };
+      return { message: `the run failed${where}; once the cause is fixed, resume re-runs the failed task and keeps finished work`, next_command: resumeOrWatch(c) };
     },
   },
   {
     code: "RUN_CANCELLED",
     severity: "info",
-    check: (c) => (c.v.status !== "cancelled" ? null : { message: "the run was cancelled (SIGTERM/SIGINT or a cancel request)", next_command: resume(c) }),
+    check: (c) => (c.v.status !== "cancelled" ? null : { message: "the run was cancelled (SIGTERM/SIGINT or a cancel request)", next_command: resumeOrWatch(c) }),
   },
   {
     code: "WAITING",
     severity: "info",
-    check: ({ v, f }) => (v.rule !== "engine-parked" ? null : { message: `the run is ${f.engineRunStatus}; it continues when its condition is met`, next_command: null }),
+    check: (c) => {
+      if (c.v.rule !== "engine-parked") return null;
+      const gate = c.f.waitingNodes[0];
+      return { message: `the run is ${c.f.engineRunStatus}${gate ? ` at ${gate.node_id}` : ""}; it continues when its condition is met`, next_command: waitingCommand(c) };
+    },
   },
   {
     code: "ENGINE_STUCK",
@@ -136,8 +192,8 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       v.status !== "stale"
         ? null
         : {
-            message: `engine pid ${f.enginePid} is alive but has not refreshed its heartbeat for ${formatDuration(f.engineHeartbeatAgeMs ?? 0)}: it may be stuck${f.currentTask ? ` in ${f.currentTask.node_id}` : ""}`,
-            next_command: `fabrik run attach --id ${run.id}`,
+            message: `engine pid ${f.enginePid} is alive but has not refreshed its heartbeat for ${formatDuration(f.engineHeartbeatAgeMs ?? 0)}: it may be stuck${f.currentTask ? ` in ${f.currentTask.node_id}` : ""} (\`fabrik runs why --id ${run.id}\` shows its attempts); stop it, then resume it`,
+            next_command: `fabrik run cancel --id ${run.id}`,
           },
   },
   {
@@ -160,8 +216,8 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       const { f, v } = c;
       if (v.status !== "orphaned" || !f.currentTask) return null;
       return v.rule === "running-no-pid-heartbeat-old"
-        ? { message: `no sign of the engine for ${formatDuration(f.engineHeartbeatAgeMs ?? 0)}; task ${f.currentTask.node_id} is in-progress`, next_command: resume(c) }
-        : { message: `task ${f.currentTask.node_id} is in-progress but no engine process is running${exited(f)}; the run will not continue by itself`, next_command: resume(c) };
+        ? { message: `no sign of the engine for ${formatDuration(f.engineHeartbeatAgeMs ?? 0)}; task ${f.currentTask.node_id} is in-progress`, next_command: resumeOrWatch(c) }
+        : { message: `task ${f.currentTask.node_id} is in-progress but no engine process is running${exited(f)}; the run will not continue by itself`, next_command: resumeOrWatch(c) };
     },
   },
   {
@@ -170,7 +226,7 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     check: (c) =>
       c.v.status !== "orphaned" || c.f.currentTask
         ? null
-        : { message: c.v.rule === "running-no-pid-heartbeat-old" ? `no sign of the engine for ${formatDuration(c.f.engineHeartbeatAgeMs ?? 0)}` : `the run is marked running but its engine is gone${exited(c.f)}`, next_command: resume(c) },
+        : { message: c.v.rule === "running-no-pid-heartbeat-old" ? `no sign of the engine for ${formatDuration(c.f.engineHeartbeatAgeMs ?? 0)}` : `the run is marked running but its engine is gone${exited(c.f)}`, next_command: resumeOrWatch(c) },
   },
   {
     code: "EXITED_WITHOUT_FINISHING",
@@ -192,7 +248,7 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
     check: (c) =>
       !c.f.logBlobTooBig && !(c.f.runError ?? "").includes("string or blob too big")
         ? null
-        : { message: `"string or blob too big": an agent response exceeded SQLite's limit`, next_command: `${resume(c)} --fix` },
+        : { message: `"string or blob too big": an agent response exceeded SQLite's limit${whenLive(c)}`, next_command: fixCommand(c, "blob") },
   },
   {
     code: "OVERSIZED_VALUES",
@@ -201,8 +257,8 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       !c.f.oversizedValues
         ? null
         : {
-            message: `${c.f.oversizedValues} response_text/error_json value(s) over ${Math.round(c.t.rowSizeWarnBytes / 1024)} KB (largest ${c.f.maxValueBytes ?? 0} bytes)`,
-            next_command: `${resume(c)} --fix`,
+            message: `${c.f.oversizedValues} response_text/error_json value(s) over ${Math.round(c.t.rowSizeWarnBytes / 1024)} KB (largest ${c.f.maxValueBytes ?? 0} bytes)${whenLive(c)}`,
+            next_command: fixCommand(c, "size"),
           },
   },
   {
@@ -212,22 +268,26 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
       const total = (c.f.dbSizeBytes ?? 0) + (c.f.walSizeBytes ?? 0);
       return total <= c.t.dbSizeWarnBytes
         ? null
-        : { message: `the DB is ${Math.round(total / 1024 / 1024)} MB (over ${Math.round(c.t.dbSizeWarnBytes / 1024 / 1024)} MB)`, next_command: `${resume(c)} --fix` };
+        : { message: `the DB is ${Math.round(total / 1024 / 1024)} MB (over ${Math.round(c.t.dbSizeWarnBytes / 1024 / 1024)} MB)${whenLive(c)}`, next_command: fixCommand(c, "size") };
     },
   },
   {
     code: "OLD_ENGINE_PINNED",
     severity: "warning",
-    check: ({ f, run, t }) => {
+    check: (c) => {
+      const { f, run, t } = c;
       const pin = f.runShEngine;
       if (!pin) return null;
-      const runSh = shellQuote(run.control_dir + "/run.sh");
-      if (!semver.valid(semver.coerce(pin)) || !/^\d+\.\d+\.\d+/.test(pin)) {
-        return { message: `run.sh pins a non-release engine (${pin}); the configured engine is ${t.configuredEngineVersion}`, next_command: `fabrik vm shell ${run.vm} -- grep -n smithers ${runSh}` };
-      }
-      const cfg = semver.coerce(t.configuredEngineVersion);
-      if (!cfg || !semver.lt(semver.coerce(pin)!, cfg)) return null;
-      return { message: `run.sh pins smithers-orchestrator ${pin}, older than the configured ${t.configuredEngineVersion}`, next_command: `fabrik vm shell ${run.vm} -- grep -n ENGINE_VERSION ${runSh}` };
+      // The engine fabrik launched the run with is the one chosen on purpose (--engine, or the config at launch).
+      const launchedWith = run.engine_version ?? t.configuredEngineVersion;
+      if (pin === launchedWith) return null;
+      const script = shellQuote(`${run.control_dir}/run.sh`);
+      const release = /^\d+\.\d+\.\d+$/.test(pin);
+      const target = engineRemedy(c, launchedWith);
+      const grep = `fabrik vm shell ${run.vm} -- grep -n smithers ${script}`;
+      return release
+        ? { message: `the run's launcher pins smithers-orchestrator ${pin}, but fabrik launched the run with ${launchedWith}`, next_command: target ?? grep }
+        : { message: `the run's launcher pins a non-release engine (${pin}); fabrik launched the run with ${launchedWith}`, next_command: target ?? grep };
     },
   },
   {
@@ -253,7 +313,41 @@ export const DIAGNOSIS_RULES: readonly DiagnosisRule[] = [
         ? { message: `the run's DB is at ${f.dbPath} (the workflow ignored SMITHERS_DB_PATH); recorded`, next_command: null }
         : null,
   },
+  {
+    code: "TASK_RUNNING_LONG",
+    severity: "warning",
+    check: ({ f, v, run, t }) =>
+      (v.status === "running" || v.status === "stale") && f.engineAlive === true && f.currentTask && f.currentTaskAgeMs !== null && f.currentTaskAgeMs > t.taskRunningLongMs
+        ? {
+            message: `task ${f.currentTask.node_id} (attempt ${f.currentTask.attempt ?? "?"}) has been in progress for ${formatDuration(f.currentTaskAgeMs)} (over ${formatDuration(t.taskRunningLongMs)}) while the engine lives`,
+            next_command: `fabrik runs why --id ${run.id}`,
+          }
+        : null,
+  },
+  {
+    code: "PID_REUSED",
+    severity: "warning",
+    check: (c) => {
+      const r = c.f.reusedPids;
+      if (r.length === 0) return null;
+      const what = r.map((p) => `${p.pid} (${p.source}, now ${p.cmdline ? `\`${p.cmdline.slice(0, 60)}\`` : "another process"}: ${p.identity})`).join(", ");
+      return {
+        message: `pid ${what} belongs to another process, not the run's: the run's process with that pid is dead; fabrik never signals it`,
+        next_command: c.v.status === "orphaned" ? resumeOrWatch(c) : null,
+      };
+    },
+  },
 ];
+
+/**
+ * `run resume --id N --engine X` when the run can be resumed now and X speaks the dialect of the run's DB (across
+ * dialects the resume refuses), else null.
+ */
+function engineRemedy(c: Ctx, target: string): string | null {
+  if (!resumable(c) || !isSupportedEngineVersion(target)) return null;
+  const dbDialect = c.f.schema === "modern" || c.f.schema === "legacy" ? c.f.schema : null;
+  return dbDialect === engineDialect(target) ? `${resume(c)} --engine ${target}` : null;
+}
 
 /** Every diagnosis that applies, in {@link DIAGNOSIS_RULES} order. Pure. */
 export function diagnose(f: RunFacts, v: Verdict, run: DiagnosisSubject, t: StatusThresholds): Diagnosis[] {

@@ -7,6 +7,7 @@
  */
 import type { DbFacts, NodeFact, PidFact, ProbeRunResult } from "../../vm/probe-schema.js";
 import { ageMs, isHeartbeatFresh, lastSignOfLifeMs } from "../../core/liveness.js";
+import { isNotTheRunsProcess } from "../../core/pid-identity.js";
 
 /** Thresholds, each configurable (`thresholds.*` in the config file; defaults and sources in config.ts). */
 export interface StatusThresholds {
@@ -20,6 +21,19 @@ export interface StatusThresholds {
   rowSizeWarnBytes: number;
   /** The configured engine version (config `engine.version`), for the guide's Issue 4. */
   configuredEngineVersion: string;
+  /** An attempt in progress longer than this while the engine lives is diagnosed TASK_RUNNING_LONG, ms (2 h). */
+  taskRunningLongMs: number;
+}
+
+/** A pid of the run whose number now belongs to another process (src/core/pid-identity.ts). */
+export interface ReusedPid {
+  /** Where the pid was read: `engine.pid`, `smithers.pid`, `launcher.pid`, or the DB owner (`runtime_owner_id`). */
+  source: string;
+  pid: number;
+  /** `reused` (start time differs), `rebooted` (boot id differs) or `foreign` (an old pid file, another command line). */
+  identity: string;
+  /** The command line of the process that has the pid now (truncated). */
+  cmdline: string | null;
 }
 
 /** What the DB told us, as one word. */
@@ -75,6 +89,12 @@ export interface RunFacts {
   controlDirExists: boolean | null;
   heartbeatError: string | null;
   currentTask: { node_id: string; attempt: number | null; started_at_ms: number | null } | null;
+  /** Age of the current task's attempt (VM clock), ms; null when unknown. */
+  currentTaskAgeMs: number | null;
+  /** Nodes parked on an approval, an event or a timer (the engine's `waiting-*` node states). */
+  waitingNodes: { node_id: string; iteration: number; state: string; label: string | null }[];
+  /** Pids of the run that answer to signal 0 but are proven to be other processes: the run's own are dead. */
+  reusedPids: ReusedPid[];
   progress: Progress | null;
   lastFailed: { node_id: string; iteration: number; attempt: number | null; error: string | null } | null;
   oversizedValues: number | null;
@@ -128,6 +148,13 @@ export function runFacts(r: ProbeRunResult, vmNowMs: number, t: StatusThresholds
   const rawExit = c?.exit_code ?? null;
   const exitCode = rawExit !== null && rawExit >= 0 && rawExit <= 255 ? rawExit : null;
   const cur: NodeFact | undefined = ok ? db.in_progress[0] : undefined;
+  const reusedPids: ReusedPid[] = [];
+  const seen = new Set<number>();
+  for (const [source, p] of [["DB owner (runtime_owner_id)", run?.owner], ["engine.pid", c?.engine], ["smithers.pid", c?.child], ["launcher.pid", c?.launcher]] as const) {
+    if (!p || seen.has(p.pid) || !isNotTheRunsProcess(p.identity)) continue;
+    seen.add(p.pid);
+    reusedPids.push({ source, pid: p.pid, identity: p.identity!, cmdline: p.cmdline });
+  }
   const lf = ok ? db.last_failed : null;
   return {
     vmNowMs,
@@ -157,6 +184,9 @@ export function runFacts(r: ProbeRunResult, vmNowMs: number, t: StatusThresholds
     controlDirExists: c ? c.exists : null,
     heartbeatError: c?.heartbeat_error ?? null,
     currentTask: cur ? { node_id: cur.node_id, attempt: cur.last_attempt, started_at_ms: cur.started_at_ms } : null,
+    currentTaskAgeMs: cur ? ageMs(cur.started_at_ms, vmNowMs) : null,
+    waitingNodes: ok ? (db.waiting ?? []).map((n) => ({ node_id: n.node_id, iteration: n.iteration, state: n.state, label: n.label })) : [],
+    reusedPids,
     progress: ok ? { finished: db.by_state["finished"] ?? 0, total: db.total_nodes, by_state: { ...db.by_state } } : null,
     lastFailed: lf ? { node_id: lf.node_id, iteration: lf.iteration, attempt: lf.last_attempt, error: lf.error } : null,
     oversizedValues: ok ? db.oversized_values : null,

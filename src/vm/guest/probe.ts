@@ -12,11 +12,13 @@ import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
 import type { Database } from "bun:sqlite";
-import type { ControlFacts, DbFacts, DiscoveredRun, NodeFact, ProbeResponse, ProbeRunResult } from "../probe-schema.js";
+import type { ControlFacts, DbFacts, DiscoveredRun, EventFact, NodeFact, ProbeResponse, ProbeRunResult } from "../probe-schema.js";
+import { readEvents, type EventQuery } from "./lib/events.js";
 import { columnOrNull, columnsOf, dbErrorText, sqliteVersion, withReadOnlyDb } from "./lib/db.js";
 import { isDir, isFile, readCapped, statSafe } from "./lib/files.js";
+import { blobTooBigInCurrentLaunch } from "./lib/log.js";
 import { readStdin, runtimeVersion, writeJsonLine } from "./lib/io.js";
-import { ownerPid, pidFact, readPidFile } from "./lib/proc.js";
+import { ownerPid, pidFact, readPidFile, readPidsFile, recordedIdentity, type PidsFile } from "./lib/proc.js";
 import { cap, errorJsonMessage, errorText, int, ms } from "./lib/text.js";
 import { healthFacts, healthRequest, type HealthReq } from "./lib/health.js";
 
@@ -88,7 +90,21 @@ function runShEngine(text: string): string | null {
   return m ? cap(m[0], 200) : null;
 }
 
-function controlFacts(dir: string, errs: string[]): ControlFacts {
+/** The launcher script of the newest launch: the highest-numbered `resume-N.sh`, else `run.sh`. */
+function currentLauncherScript(dir: string): string {
+  let best = 0;
+  try {
+    for (const n of fs.readdirSync(dir)) {
+      const m = /^resume-([0-9]{1,6})\.sh$/.exec(n);
+      if (m && Number(m[1]) > best) best = Number(m[1]);
+    }
+  } catch {
+    /* unreadable dir: run.sh */
+  }
+  return path.join(dir, best > 0 ? `resume-${best}.sh` : "run.sh");
+}
+
+function controlFacts(dir: string, errs: string[], pids: PidsFile | null): ControlFacts {
   const f: ControlFacts = {
     exists: isDir(dir), heartbeat: null, heartbeat_error: null, heartbeat_mtime_ms: null, launcher: null,
     child: null, engine: null, exit_code: null, exit_code_garbage: false, log_size_bytes: null, log_mtime_ms: null,
@@ -131,8 +147,8 @@ function controlFacts(dir: string, errs: string[]): ControlFacts {
         pid = null;
       }
       if (pid === null) pid = hb[hbField];
-      const fact = pidFact(pid);
-      f[key] = fact ? { pid: fact.pid, alive: fact.alive, state: fact.state, cmdline: fact.cmdline } : null;
+      const fact = pidFact(pid, undefined, recordedIdentity(pids, int(pid)));
+      f[key] = fact ? { pid: fact.pid, alive: fact.alive, state: fact.state, cmdline: fact.cmdline, identity: fact.identity } : null;
     });
   pidOf("launcher.pid", "launcher_pid", "launcher");
   pidOf("smithers.pid", "child_pid", "child");
@@ -151,10 +167,10 @@ function controlFacts(dir: string, errs: string[]): ControlFacts {
     f.log_size_bytes = st.size;
     f.log_mtime_ms = ms(st.mtimeMs);
     const r = readCapped(p, LOG_TAIL, true);
-    f.log_blob_too_big = !!r && r.buf.includes("string or blob too big");
+    f.log_blob_too_big = !!r && blobTooBigInCurrentLaunch(r.buf);
   });
   step("run.sh", () => {
-    const r = readCapped(path.join(dir, "run.sh"), CAP_FILE);
+    const r = readCapped(currentLauncherScript(dir), CAP_FILE);
     if (r) f.run_sh_engine = runShEngine(r.buf.toString("utf8"));
   });
   return f;
@@ -228,11 +244,18 @@ function emptyDbFacts(p: string): DbFacts {
   return {
     path: cap(p, 4096) ?? "", exists: false, size_bytes: null, wal_size_bytes: null, schema: "unknown", missing_columns: [],
     error: null, run: null, runs_in_db: null, by_state: Object.create(null) as Record<string, number>, total_nodes: 0, in_progress: [],
-    last_failed: null, max_response_text_bytes: null, max_error_json_bytes: null, oversized_values: null, nodes: null, nodes_truncated: false,
+    last_failed: null, waiting: [], max_response_text_bytes: null, max_error_json_bytes: null, oversized_values: null, nodes: null, nodes_truncated: false,
   };
 }
 
-function dbFacts(p: string, runId: string | null, req: Req, errs: string[]): DbFacts {
+/** Where the run's events go when the request asked for them (`query` set), filled in the same read transaction. */
+interface EventsOut {
+  query: EventQuery;
+  events: EventFact[];
+  truncated: boolean;
+}
+
+function dbFacts(p: string, runId: string | null, req: Req, errs: string[], pids: PidsFile | null, ev: EventsOut | null): DbFacts {
   const d = emptyDbFacts(p);
   const st = statSafe(p);
   if (!st) return d;
@@ -244,14 +267,14 @@ function dbFacts(p: string, runId: string | null, req: Req, errs: string[]): DbF
   d.size_bytes = st.size;
   d.wal_size_bytes = statSafe(p + "-wal")?.size ?? null;
   try {
-    withReadOnlyDb(p, (db) => readDb(db, d, runId, req, errs), { busyTimeoutMs: DB_BUSY_TIMEOUT_MS });
+    withReadOnlyDb(p, (db) => readDb(db, d, runId, req, errs, pids, ev), { busyTimeoutMs: DB_BUSY_TIMEOUT_MS });
   } catch (e) {
     d.error = cap(dbErrorText(e), 500);
   }
   return d;
 }
 
-function readDb(db: Database, d: DbFacts, runId: string | null, req: Req, errs: string[]): void {
+function readDb(db: Database, d: DbFacts, runId: string | null, req: Req, errs: string[], pids: PidsFile | null, ev: EventsOut | null): void {
   const S: Schema = { runs: columnsOf(db, "_smithers_runs"), nodes: columnsOf(db, "_smithers_nodes"), att: columnsOf(db, "_smithers_attempts"), attOk: false };
   if (S.runs.size === 0) {
     d.schema = "unknown";
@@ -284,14 +307,23 @@ function readDb(db: Database, d: DbFacts, runId: string | null, req: Req, errs: 
   }
   const id = row.run_id;
   const owner = cap(row.runtime_owner_id, 300);
-  const ownerFact = pidFact(ownerPid(owner));
+  const ownerFact = pidFact(ownerPid(owner), undefined, recordedIdentity(pids, ownerPid(owner)));
   d.run = {
     run_id: cap(id, 200) ?? "", status: cap(row.status, 60) ?? "", workflow_name: cap(row.workflow_name, 300),
     workflow_path: cap(row.workflow_path, 4096), created_at_ms: ms(row.created_at_ms), started_at_ms: ms(row.started_at_ms),
     finished_at_ms: ms(row.finished_at_ms), heartbeat_at_ms: ms(row.heartbeat_at_ms), runtime_owner_id: owner,
-    owner: ownerFact ? { pid: ownerFact.pid, alive: ownerFact.alive, state: ownerFact.state, cmdline: ownerFact.cmdline } : null,
+    owner: ownerFact ? { pid: ownerFact.pid, alive: ownerFact.alive, state: ownerFact.state, cmdline: ownerFact.cmdline, identity: ownerFact.identity } : null,
     error: errorJsonMessage(row.error_json, row.error_json_bytes, req.error_chars),
   };
+  if (ev) {
+    try {
+      const r = readEvents(db, String(id), ev.query);
+      ev.events = r.events;
+      ev.truncated = r.truncated;
+    } catch (e) {
+      addErr(errs, `events: ${errorText(e)}`);
+    }
+  }
   if (!nodesOk) return;
 
   let total = 0;
@@ -310,6 +342,10 @@ function readDb(db: Database, d: DbFacts, runId: string | null, req: Req, errs: 
     .map((x) => nodeFact(x, req.error_chars));
   const lf = db.query<Row>(nodeSql(S, "AND n.state = 'failed'", `coalesce(${finExpr}, ${upd}) DESC, n.node_id LIMIT 1`)).get(id);
   d.last_failed = lf ? nodeFact(lf, req.error_chars) : null;
+  d.waiting = db
+    .query<Row>(nodeSql(S, "AND n.state LIKE 'waiting-%'", `${upd} DESC, n.node_id LIMIT 20`))
+    .all(id)
+    .map((x) => nodeFact(x, req.error_chars));
 
   if (S.att.size > 0 && S.att.has("run_id")) {
     const rt = S.att.has("response_text") ? "response_text" : "NULL";
@@ -341,6 +377,25 @@ function readDb(db: Database, d: DbFacts, runId: string | null, req: Req, errs: 
 }
 
 // ---------- one run ----------
+/** The request's `events` field as a query (values capped), or null when events were not asked for. */
+function eventQuery(x: unknown): EventsOut | null {
+  if (!x || typeof x !== "object") return null;
+  const e = x as Row;
+  const n = (v: unknown) => int(v);
+  const limit = n(e.limit);
+  return {
+    query: {
+      after_seq: n(e.after_seq),
+      limit: limit !== null && limit > 0 ? Math.min(limit, 100_000) : 1000,
+      node: typeof e.node === "string" ? e.node.slice(0, 500) : null,
+      since_ms: n(e.since_ms),
+      raw: e.raw === true,
+    },
+    events: [],
+    truncated: false,
+  };
+}
+
 function probeRun(rr: Row, req: Req): ProbeRunResult {
   const errs: string[] = [];
   const key = cap(typeof rr.key === "string" ? rr.key : String(rr.key), 200) ?? "";
@@ -349,8 +404,10 @@ function probeRun(rr: Row, req: Req): ProbeRunResult {
   const runId = typeof rr.smithers_run_id === "string" ? rr.smithers_run_id : null;
   let control: ControlFacts | null = null;
   let db: DbFacts | null = null;
+  let out: EventsOut | null = null;
   try {
-    if (cd) control = controlFacts(cd, errs);
+    const pids = cd ? readPidsFile(cd) : null;
+    if (cd) control = controlFacts(cd, errs, pids);
     let p = dbp;
     if (cd && (!p || !statSafe(p))) {
       const c = dbCandidates(cd);
@@ -364,12 +421,14 @@ function probeRun(rr: Row, req: Req): ProbeRunResult {
         addErr(errs, "no DB found in the control dir (.smithers/*.db, smithers.db, workflow/smithers.db)");
       }
     }
-    if (p) db = dbFacts(p, runId, req, errs);
+    const ev = eventQuery(rr.events);
+    if (ev) out = ev;
+    if (p) db = dbFacts(p, runId, req, errs, pids, ev);
     else if (!cd) addErr(errs, "neither control_dir nor db_path given");
   } catch (e) {
     addErr(errs, `probe: ${errorText(e)}`);
   }
-  return { key, control, db, errors: errs };
+  return out ? { key, control, db, errors: errs, events: out.events, events_truncated: out.truncated } : { key, control, db, errors: errs };
 }
 
 // ---------- discovery (fabrik runs import) ----------

@@ -33,8 +33,9 @@ import type { ResumeRequestWire } from "../resume-schema.js";
 import { columnsOf, dbErrorText, sqliteUri, withReadOnlyDb } from "./lib/db.js";
 import { readSmallText, statSafe } from "./lib/files.js";
 import { readStdin, writeJsonLine } from "./lib/io.js";
-import { ancestorPids, ownerPid, pidFact } from "./lib/proc.js";
-import { cap, errorText, num, utf8Tail } from "./lib/text.js";
+import { ancestorPids, ownerPid, pidFact, readPidsFile, recordedIdentity, type GuestPidFact } from "./lib/proc.js";
+import { cap, errorText, num } from "./lib/text.js";
+import { truncateOversized } from "./lib/fix.js";
 
 const V = 1;
 const KEEP_BACKUPS_MAX = 50;
@@ -169,6 +170,15 @@ function readState(db: Database, req: ResumeRequestWire): DbState {
 }
 
 // ---------- the checks ----------
+/** Why a pid counts as dead, for a check's detail: its own note, or the process that has the number now. */
+function deadNote(info: GuestPidFact): string {
+  if (info.note) return ` (${info.note})`;
+  if (info.identity === "reused" || info.identity === "rebooted" || info.identity === "foreign") {
+    return ` (the pid now belongs to another process${info.cmdline ? `: ${info.cmdline}` : ""}; ${info.identity_reason ?? info.identity})`;
+  }
+  return "";
+}
+
 interface Out {
   v: 1;
   ok: boolean;
@@ -238,15 +248,16 @@ function runChecks(req: ResumeRequestWire, out: Out): Checked | null {
   addPid(num(hb.launcher_pid), "launcher (heartbeat.json)");
   addPid(num(hb.child_pid), "launched child (heartbeat.json)");
   addPid(num(hb.engine_pid), "engine (heartbeat.json)");
+  const pidsFile = readPidsFile(C);
   for (const [pid, roles] of seen) {
-    const info = pidFact(pid, self);
+    const info = pidFact(pid, self, recordedIdentity(pidsFile, pid));
     if (!info) continue;
-    out.pids_checked.push({ pid, roles, alive: info.alive, state: info.state, cmdline: info.cmdline });
+    out.pids_checked.push({ pid, roles, alive: info.alive, state: info.state, cmdline: info.cmdline, identity: info.identity ?? null });
     const what = roles.join(", ");
     check(
       `process-${pid}`,
       !info.alive,
-      info.alive ? `${what}: pid ${pid} is alive${info.state === "Z" ? " (a zombie: still counts)" : ""}${info.cmdline ? ` — ${info.cmdline}` : ""}` : `${what}: pid ${pid} is dead${info.note ? ` (${info.note})` : ""}`,
+      info.alive ? `${what}: pid ${pid} is alive${info.state === "Z" ? " (a zombie: still counts)" : ""}${info.cmdline ? ` — ${info.cmdline}` : ""}` : `${what}: pid ${pid} is dead${deadNote(info)}`,
       livingProcessReason({ role: (roles[0] ?? "").replace(/ \(.*\)$/, ""), pid, zombie: info.state === "Z", owner: false, vm: null, hostRunId: req.host_run_id }),
     );
   }
@@ -297,7 +308,7 @@ function runChecks(req: ResumeRequestWire, out: Out): Checked | null {
     return null;
   }
   check("run-in-db", true, `run ${req.smithers_run_id}: ${run.status}`, null);
-  const m = modeForStatus(run.status);
+  const m = modeForStatus(run.status, { afterDecision: req.expected_mode === "continue-waiting" });
   if ("reason" in m) {
     check("run-status", false, `status ${run.status}`, m.reason);
     return null;
@@ -308,12 +319,12 @@ function runChecks(req: ResumeRequestWire, out: Out): Checked | null {
   }
   const owner = ownerPid(run.runtime_owner_id);
   if (owner !== null) {
-    const info = pidFact(owner, self);
+    const info = pidFact(owner, self, recordedIdentity(pidsFile, owner));
     if (info) {
       check(
         `owner-${owner}`,
         !info.alive,
-        `DB owner ${run.runtime_owner_id}: pid ${owner} ${info.alive ? `is alive${info.state === "Z" ? " (a zombie: still counts)" : ""}` : "is dead"}`,
+        `DB owner ${run.runtime_owner_id}: pid ${owner} ${info.alive ? `is alive${info.state === "Z" ? " (a zombie: still counts)" : ""}` : `is dead${deadNote(info)}`}`,
         livingProcessReason({ role: "engine owner", pid: owner, zombie: info.state === "Z", owner: true, vm: null, hostRunId: req.host_run_id }),
       );
     }
@@ -381,52 +392,9 @@ function backup(req: ResumeRequestWire, db: Database, out: Out): void {
   out.backup = { path: req.backup_path, size_bytes: size, kept: all.slice(-req.keep_backups).map((f) => path.join(dir, f)), removed };
 }
 
-function fileSizes(p: string): { db_bytes: number; wal_bytes: number } {
-  return { db_bytes: statSafe(p)?.size ?? 0, wal_bytes: statSafe(p + "-wal")?.size ?? 0 };
-}
-
 /** --fix (guide Issue 2): truncate this run's oversized response_text/error_json values (keep the tail), VACUUM. */
 function fix(req: ResumeRequestWire, db: Database, out: Out): void {
-  const L = req.fix_limit_bytes;
-  const att = columnsOf(db, "_smithers_attempts");
-  const f = { limit_bytes: L, rows: 0, values: 0, value_bytes_before: 0, value_bytes_after: 0, file_bytes_before: fileSizes(req.db_path), file_bytes_after: null as null | ReturnType<typeof fileSizes> };
-  const cols = ["response_text", "error_json"].filter((c) => att.has(c));
-  db.exec("BEGIN IMMEDIATE");
-  try {
-    for (const col of cols) {
-      const rows = db
-        .query<Row>(`SELECT node_id, iteration, attempt, octet_length("${col}") AS n FROM _smithers_attempts WHERE run_id = ? AND octet_length("${col}") > ?`)
-        .all(req.smithers_run_id, L);
-      for (const r of rows) {
-        const key = [req.smithers_run_id, r.node_id, r.iteration, r.attempt];
-        const tail = db
-          .query<{ t: Uint8Array | null }>(`SELECT substr(CAST("${col}" AS BLOB), -?) AS t FROM _smithers_attempts WHERE run_id = ? AND node_id = ? AND iteration = ? AND attempt = ?`)
-          .get(L, ...key)?.t;
-        const kept = utf8Tail(tail ?? new Uint8Array(0), L);
-        const total = num(r.n) ?? 0;
-        const marker = `[fabrik --fix: truncated ${total - Buffer.byteLength(kept)} bytes]`;
-        // error_json stays valid JSON (the engine parses it); response_text is plain text.
-        const value = col === "error_json" ? JSON.stringify({ name: "FabrikTruncated", message: `${marker} ${kept}` }) : `${marker}\n${kept}`;
-        db.query(`UPDATE _smithers_attempts SET "${col}" = ? WHERE run_id = ? AND node_id = ? AND iteration = ? AND attempt = ?`).run(value, ...key);
-        f.values++;
-        f.value_bytes_before += total;
-        f.value_bytes_after += Buffer.byteLength(value);
-      }
-      f.rows += rows.length;
-    }
-    db.exec("COMMIT");
-  } catch (e) {
-    try {
-      db.exec("ROLLBACK");
-    } catch {
-      /* nothing to roll back */
-    }
-    throw e;
-  }
-  db.exec("VACUUM");
-  db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-  f.file_bytes_after = fileSizes(req.db_path);
-  out.fix = f;
+  out.fix = truncateOversized(db, req.db_path, req.smithers_run_id, req.fix_limit_bytes) as unknown as Row;
 }
 
 /** The state reset, ONE transaction, this run only; re-verifies the status inside the transaction. */
@@ -482,7 +450,7 @@ async function start(req: ResumeRequestWire, out: Out): Promise<void> {
   fs.chmodSync(p, 0o755);
   out.script = { path: p, bytes: Buffer.byteLength(script) };
   const previous: Record<string, string> = {};
-  for (const f of ["exit_code", "launcher.pid", "smithers.pid", "engine.pid"]) {
+  for (const f of ["exit_code", "launcher.pid", "smithers.pid", "engine.pid", "pids.json"]) {
     const t = readSmallText(path.join(C, f));
     if (t !== null) previous[f] = cap(t.trim(), 40) ?? "";
     fs.rmSync(path.join(C, f), { force: true });

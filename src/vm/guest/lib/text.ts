@@ -69,3 +69,26 @@ export function utf8Tail(bytes: Uint8Array, limit: number): string {
   while (i < b.length && i < 4 && ((b[i] ?? 0) & 0xc0) === 0x80) i++;
   return b.subarray(i).toString("utf8");
 }
+
+/**
+ * The value that replaces an oversized one: a marker saying how much was cut, then as much of the value's tail as
+ * fits, the whole at most `limit` bytes (UTF-8). `error_json` stays valid JSON (the engine parses it):
+ * `{"name":"FabrikTruncated","message":"<marker> <tail>"}`; `response_text` is plain text `<marker>\n<tail>`.
+ * @param tail the value's last bytes (at least `limit` of them when it is longer)
+ * @param totalBytes the value's whole size, bytes
+ */
+export function truncatedValue(col: "response_text" | "error_json", tail: Uint8Array, totalBytes: number, limit: number): string {
+  const build = (budget: number) => {
+    const kept = utf8Tail(tail, Math.max(0, budget));
+    const marker = `[fabrik --fix: truncated ${totalBytes - Buffer.byteLength(kept)} bytes]`;
+    return col === "error_json" ? JSON.stringify({ name: "FabrikTruncated", message: `${marker} ${kept}` }) : `${marker}\n${kept}`;
+  };
+  // Shrink the kept tail by what the marker (and JSON escaping) added, until the whole fits.
+  let budget = limit;
+  let value = build(budget);
+  for (let i = 0; i < 64 && budget > 0 && Buffer.byteLength(value) > limit; i++) {
+    budget -= Buffer.byteLength(value) - limit;
+    value = build(budget);
+  }
+  return value;
+}
