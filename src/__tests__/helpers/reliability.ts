@@ -16,7 +16,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { expect } from "vitest";
-import { fabrik, json, type TestEnv } from "./cli.js";
+import { fabrik, json, waitFor, type TestEnv } from "./cli.js";
 
 /** sha256 of a file's bytes, hex. */
 export function sha256File(p: string): string {
@@ -130,4 +130,58 @@ export async function holdPort(port: number): Promise<net.Server> {
 export function openToGuest(dir: string): string {
   fs.chmodSync(dir, 0o777);
   return dir;
+}
+
+/**
+ * Wait until the launcher has logged more than `after` engine exits in the run log at host path `log` (one line
+ * per launch or resume): an event on a file, cheap to watch from the host.
+ */
+export async function waitEngineExitIn(log: string, after = 0, timeoutMs = 180_000): Promise<void> {
+  const exits = () => {
+    try {
+      return fs.readFileSync(log, "utf8").match(/engine exited with code -?\d+/g)?.length ?? 0;
+    } catch {
+      return 0;
+    }
+  };
+  await waitFor(() => exits() > after, {
+    timeoutMs,
+    intervalMs: 100,
+    what: `more than ${after} "engine exited" line(s) in ${log}`,
+    describe: () => {
+      try {
+        return fs.readFileSync(log, "utf8").split("\n").slice(-30).join("\n");
+      } catch (e) {
+        return String(e);
+      }
+    },
+  });
+}
+
+/**
+ * bun code (`bun -e DB_DUMP_HASH <db>`) printing `{"hash","rows"}`: the schema and every row of every table in a
+ * total order, hashed — "the same data" for a WAL DB, whose files change on any checkpoint (a connection that
+ * closes last folds the WAL into the main file) while its rows do not. Opens read-only; creates nothing.
+ */
+export const DB_DUMP_HASH = `const { Database } = require("bun:sqlite");
+const { createHash } = require("node:crypto");
+const d = new Database(process.argv[1], { readonly: true });
+const h = createHash("sha256");
+let rows = 0;
+for (const t of d.query("select name, sql from sqlite_master where type = 'table' and name not like 'sqlite_%' order by name").all()) {
+  h.update(t.name + "\\0" + t.sql + "\\0");
+  const n = d.query("select count(*) as n from pragma_table_info(?)").get(t.name).n;
+  const order = Array.from({ length: n }, (_, i) => i + 1).join(", ");
+  for (const r of d.query('select * from "' + t.name.replace(/"/g, '""') + '" order by ' + order).values()) {
+    h.update(JSON.stringify(r, (k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString("base64") : typeof v === "bigint" ? String(v) : v)) + "\\n");
+    rows++;
+  }
+}
+console.log(JSON.stringify({ hash: h.digest("hex"), rows }));`;
+
+/** {@link DB_DUMP_HASH} of a DB in a VM, run there with the engine's bun through `fabrik vm shell`. */
+export async function dbDumpHash(t: TestEnv, vm: string, bun: string, db: string): Promise<{ hash: string; rows: number }> {
+  const r = await fabrik(t, ["vm", "shell", vm, "--", bun, "-e", DB_DUMP_HASH, db]);
+  if (r.code !== 0) throw new Error(`dump of ${db} failed (exit ${r.code}): ${r.stderr}`);
+  return JSON.parse(r.stdout.trim()) as { hash: string; rows: number };
 }

@@ -14,7 +14,7 @@ import readline from "node:readline";
 import type { Database } from "bun:sqlite";
 import type { ControlFacts, DbFacts, DiscoveredRun, NodeFact, ProbeResponse, ProbeRunResult } from "../probe-schema.js";
 import { columnOrNull, columnsOf, dbErrorText, sqliteVersion, withReadOnlyDb } from "./lib/db.js";
-import { isDir, isFile, readCapped, statSafe } from "./lib/files.js";
+import { isDir, isFile, lstatSafe, readCapped, statSafe } from "./lib/files.js";
 import { readStdin, runtimeVersion, writeJsonLine } from "./lib/io.js";
 import { ownerPid, pidFact, readPidFile } from "./lib/proc.js";
 import { cap, errorJsonMessage, errorText, int, ms } from "./lib/text.js";
@@ -104,13 +104,13 @@ function controlFacts(dir: string, errs: string[]): ControlFacts {
   };
   step("heartbeat.json", () => {
     const p = path.join(dir, "heartbeat.json");
-    const st = statSafe(p);
+    const st = lstatSafe(p);
     if (!st) {
       f.heartbeat_error = "missing";
       return;
     }
     f.heartbeat_mtime_ms = ms(st.mtimeMs);
-    if (!st.isFile()) f.heartbeat_error = "not a file";
+    if (!st.isFile()) f.heartbeat_error = st.isSymbolicLink() ? "a symbolic link (not followed)" : st.isFIFO() ? "a FIFO (not read)" : "not a file";
     else if (st.size > CAP_FILE) f.heartbeat_error = `too large (${st.size} bytes)`;
     else {
       const r = readCapped(p, CAP_FILE);
@@ -143,7 +143,7 @@ function controlFacts(dir: string, errs: string[]): ControlFacts {
   });
   step("reports/smithers.log", () => {
     const p = path.join(dir, "reports", "smithers.log");
-    const st = statSafe(p);
+    const st = lstatSafe(p); // a symbolic link is not the run's log: not measured, not read
     if (!st || !st.isFile()) return;
     f.log_size_bytes = st.size;
     f.log_mtime_ms = ms(st.mtimeMs);
