@@ -111,20 +111,31 @@ describe.skipIf(skip)(titled("reliability: secrets, engines and resumes cut shor
     }, 600_000);
   }
 
-  it("defect 5: an engine that exits before writing its run row is failed — watch --exit-status 8, runs show, the cache", async () => {
-    const wf = path.join(t.tmp, "broken-at-load.tsx");
-    fs.writeFileSync(wf, `throw new Error("this workflow fails while loading");\n`);
-    const r = await launch({ tasks: 1 }, "0.32.0", wf);
-    await waitEngineExitIn(host(`${r.control_dir}/reports/smithers.log`));
-    const watch = await cli(["runs", "watch", "--vm", VM, "--run-id", String(r.id), "--interval", "0.5", "--exit-status", "--timeout", "60"]);
-    expect(watch.code, watch.stdout + watch.stderr).toBe(8);
-    expect(watch.stdout.trim().split("\n").at(-1)).toMatch(new RegExp(`^run ${r.id} finished: failed \\(exit [1-9]\\d*\\)$`));
-    const v = await show(r.id);
-    expect(v.effective_status).toBe("failed");
-    expect(v.status).toBe("failed"); // the cache followed
-    const cached = json<{ status: string }>(await cli(["runs", "show", "--id", String(r.id), "--json", "--no-live"]));
-    expect(cached.status).toBe("failed");
-  }, 300_000);
+  // The engine creates its DB, then refuses the input its workflow's schema rejects, and exits 1 before the run
+  // row exists (as with --input '[1,2]' before fabrik refused non-objects); a workflow that throws while loading
+  // exits before even creating the DB.
+  for (const [what, input, workflow] of [
+    ["an input the workflow's schema rejects", { tasks: "six" }, undefined],
+    ["a workflow that throws while loading", { tasks: 1 }, "broken"],
+  ] as const) {
+    it(`defect 5: an engine that exits before writing its run row is failed (${what}) — watch --exit-status 8, runs show, the cache`, async () => {
+      let wf: string | undefined;
+      if (workflow === "broken") {
+        wf = path.join(t.tmp, "broken-at-load.tsx");
+        fs.writeFileSync(wf, `throw new Error("this workflow fails while loading");\n`);
+      }
+      const r = await launch(input, "0.32.0", wf);
+      await waitEngineExitIn(host(`${r.control_dir}/reports/smithers.log`));
+      const watch = await cli(["runs", "watch", "--vm", VM, "--run-id", String(r.id), "--interval", "0.5", "--exit-status", "--timeout", "30"]);
+      expect(watch.code, watch.stdout + watch.stderr).toBe(8);
+      expect(watch.stdout.trim().split("\n").at(-1)).toMatch(new RegExp(`^run ${r.id} finished: failed \\(exit [1-9]\\d*\\)$`));
+      const v = await show(r.id);
+      expect(v.effective_status).toBe("failed");
+      expect(v.status).toBe("failed"); // the cache followed
+      const cached = json<{ status: string }>(await cli(["runs", "show", "--id", String(r.id), "--json", "--no-live"]));
+      expect(cached.status).toBe("failed");
+    }, 300_000);
+  }
 
   it("defect 8: run resume SIGKILLed after the VM applied it — the next live look records the resume", async () => {
     const g = gate();
@@ -144,14 +155,14 @@ describe.skipIf(skip)(titled("reliability: secrets, engines and resumes cut shor
     child.kill("SIGSTOP");
     // The VM applies the resume and answers; nobody reads the answer.
     await waitFor(() => calls.every((c) => !alive(c.pid)), { timeoutMs: 120_000, intervalMs: 50, what: "the VM's resume call to end" });
-    const journal = (await registryDump(t.fabrikHome)).runs!.find((x) => (x as { id: number }).id === r.id) as { resume_count: number; pending_json: string | null };
-    expect(journal.resume_count).toBe(0); // the killed command never recorded it…
-    expect(journal.pending_json).toMatch(/"kind":"resume"/); // …but its intent is journalled
+    const before = (await registryDump(t.fabrikHome)).runs!.find((x) => (x as { id: number }).id === r.id) as { resume_count: number };
+    expect(before.resume_count).toBe(0); // the VM applied it; the frozen command never recorded it
     child.kill("SIGKILL");
     await exited;
 
     // The next live look settles the journal from the heartbeat's launch id.
-    await waitFor(async () => (await show(r.id)).resume_count === 1, { timeoutMs: 60_000, intervalMs: 500, what: "runs show to record the resume" });
+    let seen: unknown;
+    await waitFor(async () => ((seen = await show(r.id)) as { resume_count: number }).resume_count === 1, { timeoutMs: 60_000, intervalMs: 500, what: "runs show to record the resume", describe: () => JSON.stringify(seen) });
     const dump = await registryDump(t.fabrikHome);
     const row = dump.runs!.find((x) => (x as { id: number }).id === r.id) as { resume_count: number; launcher_pid: number | null; pending_json: string | null };
     expect(row.resume_count).toBe(1);
