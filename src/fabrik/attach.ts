@@ -95,10 +95,10 @@ export class LogLinePrinter {
  * `sh -c TAIL_SCRIPT fabrik-tail FILE N`: prints FILE's current size in bytes on the first line, then the last N
  * lines of the file's first SIZE bytes in base64 — so following can start exactly at SIZE. Reads a window
  * from the end (64 KiB, growing 4× until it holds more than N newlines), never the whole file.
- * A missing file prints `0`.
+ * A missing file, and anything that is not a regular file (a symbolic link, a FIFO), prints `0`.
  */
 export const TAIL_SCRIPT = `f=$1 n=$2
-[ -f "$f" ] || { echo 0; exit 0; }
+{ [ -f "$f" ] && [ ! -L "$f" ]; } || { echo 0; exit 0; }
 s=$(wc -c < "$f") || exit 1
 s=$((s + 0))
 echo "$s"
@@ -113,8 +113,8 @@ done
 tail -c +$((start + 1)) -- "$f" | head -c $((s - start)) | tail -n "$n" | base64
 `;
 
-/** `sh -c READ_FROM_SCRIPT fabrik-read FILE K`: FILE from byte K (1-based, as `tail -c +K`) to its end, in base64. */
-export const READ_FROM_SCRIPT = `tail -c "+$2" -- "$1" | base64`;
+/** `sh -c READ_FROM_SCRIPT fabrik-read FILE K`: FILE from byte K (1-based, as `tail -c +K`) to its end, in base64 (nothing for a symbolic link). */
+export const READ_FROM_SCRIPT = `[ -L "$1" ] || tail -c "+$2" -- "$1" | base64`;
 
 function decodeBase64Lines(lines: string[]): Buffer {
   return Buffer.from(lines.join("").replace(/\s+/g, ""), "base64");

@@ -238,7 +238,7 @@ async function emitList(ctx: Context, r: ListResult): Promise<number> {
     let first = true;
     put("[");
     for (const row of r.rows) {
-      put((first ? "\n" : ",\n") + JSON.stringify(row));
+      put((first ? "\n" : ",\n") + toJson(row));
       first = false;
     }
     put(first ? "]\n" : "\n]\n");
@@ -263,10 +263,19 @@ async function emitList(ctx: Context, r: ListResult): Promise<number> {
   return ExitCode.OK;
 }
 
+/**
+ * JSON text for stdout: `JSON.stringify`, with DEL and the C1 controls (U+007F–U+009F) escaped as `\uXXXX` too.
+ * JSON itself only escapes U+0000–U+001F, and U+009B is a CSI to terminals in 8-bit mode: data from a VM printed
+ * with `--json` on a terminal must not drive it either. Same JSON value, only the spelling differs.
+ */
+function toJson(value: unknown, indent?: number): string {
+  return JSON.stringify(value, null, indent).replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 function emitView(ctx: Context, r: ViewResult): number {
   const io = ctx.io;
   for (const w of r.warnings ?? []) io.stderr.write(`${io.errColor.yellow("warning:")} ${sanitizeLine(w, 2000)}\n`);
-  if (io.json) io.stdout.write(JSON.stringify(r.view, null, 2) + "\n");
+  if (io.json) io.stdout.write(toJson(r.view, 2) + "\n");
   else {
     const text = r.render(r.view, renderContext(io, ctx.now()));
     if (text) io.stdout.write(text);
@@ -313,7 +322,7 @@ async function emitStream(ctx: Context, r: StreamResult): Promise<number> {
       const rc = renderContext(io, ctx.now());
       if (io.json) {
         const j = r.itemJson ? r.itemJson(item.data) : item.data;
-        if (j !== undefined) io.stdout.write(JSON.stringify(j) + "\n");
+        if (j !== undefined) io.stdout.write(toJson(j) + "\n");
       } else if (screen) {
         if (screen.isFinal(item.data)) {
           const t = r.renderItem(item.data, rc);

@@ -141,15 +141,31 @@ function getPath(obj: ConfigFile, key: string): string | number | undefined {
 }
 
 /**
+ * A regular file's text. Opened without blocking, so a FIFO (or a device) in its place is an error (code
+ * `ENOTREG`) instead of a hang waiting for a writer.
+ * @throws the fs error (ENOENT, EACCES, EISDIR, …) or ENOTREG.
+ */
+function readRegularFile(file: string): string {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  try {
+    if (!fs.fstatSync(fd).isFile()) throw Object.assign(new Error(`${file} is not a regular file`), { code: "ENOTREG" });
+    return fs.readFileSync(fd, "utf8");
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
  * Read and validate the config file; a missing file is an empty config (and zod is not even loaded).
  * Throws {@link ConfigError} naming the file and the bad key.
  */
 export async function readConfigFile(file: string): Promise<ConfigFile> {
   let text: string;
   try {
-    text = fs.readFileSync(file, "utf8");
+    text = readRegularFile(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
+    if ((err as NodeJS.ErrnoException).code === "ENOTREG") throw new ConfigError(`config file ${file} is not a regular file`, "point FABRIK_CONFIG at a JSON file, or remove it");
     throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`, "fix its permissions");
   }
   let data: unknown;

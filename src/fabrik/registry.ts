@@ -318,7 +318,25 @@ export class Registry {
       // Create with 0600 before SQLite opens it (SQLite would use the umask).
       fs.closeSync(fs.openSync(file, "a", 0o600));
     }
-    let db: BetterSqlite3.Database;
+    // SQLite's -wal/-shm that this open creates: removed again when the registry turns out to be unusable, so a
+    // refused registry is left exactly as it was found.
+    const newSidecars = ["-wal", "-shm"].map((s) => file + s).filter((p) => !fs.existsSync(p));
+    const refuse = (db: BetterSqlite3.Database | undefined, err: unknown): never => {
+      try {
+        db?.close();
+      } catch {
+        /* already closed */
+      }
+      for (const p of newSidecars) {
+        try {
+          if (fs.statSync(p).size === 0 || p.endsWith("-shm")) fs.rmSync(p);
+        } catch {
+          /* not there */
+        }
+      }
+      throw err instanceof ConfigError ? err : registryError(file, err);
+    };
+    let db: BetterSqlite3.Database | undefined;
     try {
       db = new Database(file, { fileMustExist: true, nativeBinding: sqliteAddon() ?? undefined });
       db.pragma("busy_timeout = 10000");
@@ -327,15 +345,13 @@ export class Registry {
       db.pragma("synchronous = NORMAL");
       db.pragma("foreign_keys = ON");
     } catch (err) {
-      throw registryError(file, err);
+      refuse(db, err);
     }
-    const reg = new Registry(file, db);
+    const reg = new Registry(file, db!);
     try {
       reg.migrate();
     } catch (err) {
-      db.close();
-      if (err instanceof ConfigError) throw err;
-      throw registryError(file, err);
+      refuse(db, err);
     }
     for (const suffix of ["", "-wal", "-shm"]) {
       try {

@@ -307,7 +307,9 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
   if (!result.ok) {
     ctx.registry().updateRun(run.id, { pending_json: null }, now);
     const where = result.backup ? `; the DB backup taken before any change is ${result.backup.path}` : "";
-    const changed = result.reset?.applied ? " The state reset WAS applied." : result.backup ? " The DB state was not reset." : " Nothing was changed.";
+    // "Nothing was changed" only when it is true: a partial backup the VM could not remove is named instead.
+    const left = result.leftovers.length ? ` A failed backup left ${result.leftovers.join(", ")} (safe to delete).` : "";
+    const changed = result.reset?.applied ? " The state reset WAS applied." : result.backup ? " The DB state was not reset." : left ? `${left} The DB was not changed.` : " Nothing was changed.";
     ctx.registry().recordEvent(run.id, "resume-failed", { stage: result.stage, error: result.error, backup: result.backup?.path ?? null, reason: req.reason ?? null }, now);
     throw new RemoteError(run.vm, "resume", `failed at ${result.stage}: ${result.error ?? "unknown error"}${where}.${changed}`, undefined, `see the log with \`fabrik run attach --id ${run.id} --no-follow\``);
   }

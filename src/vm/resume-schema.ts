@@ -71,6 +71,8 @@ export const GuestResultSchema = z.object({
     .nullable()
     .default(null),
   backup: z.object({ path: s(4096), size_bytes: n, kept: z.array(s(4096)).max(100), removed: z.array(s(4096)).max(100) }).nullable().default(null),
+  /** Files of a failed or interrupted backup the VM could not remove (a failed backup removes its copy). */
+  leftovers: z.array(s(4096)).max(100).default([]),
   fix: z
     .object({
       limit_bytes: n,

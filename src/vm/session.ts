@@ -2,7 +2,8 @@
  * A VM session: how a command talks to ONE VM over time (attach, watch). It hides which path is used:
  *
  * - `ssh`: the persistent {@link SshTransport} (one connection, one long-lived probe channel), when the
- *   caller prefers it and the driver offers SSH coordinates (`driver.sshTarget`, Lima's ssh.config);
+ *   caller prefers it and the driver offers SSH coordinates (`driver.sshTarget`, Lima's ssh.config, read again
+ *   before every reconnect);
  * - `driver`: the driver's own command path — {@link probeVm} for probes, `driver.stream` for following,
  *   `driver.exec` for commands. The `local` driver has no SSH, so it always uses this path; a Lima VM whose
  *   sshd cannot be reached at open time falls back to it too (with a notice).
@@ -111,7 +112,13 @@ export async function openVmSession(driver: VmDriver, vm: string, opts: OpenVmSe
       target = undefined; // the driver path will report the VM's problem in its own words
     }
     if (target) {
-      const transport = new SshTransport(vm, target, { onNotice: notice, connectTimeoutMs: opts.connectTimeoutMs ?? 5_000, installCache: opts.installCache });
+      // Every reconnect reads the VM's coordinates again: a VM restarted by Lima listens on a new SSH port.
+      const transport = new SshTransport(vm, target, {
+        onNotice: notice,
+        connectTimeoutMs: opts.connectTimeoutMs ?? 5_000,
+        installCache: opts.installCache,
+        targetSource: () => driver.sshTarget(vm),
+      });
       try {
         await transport.connect({ timeoutMs: opts.connectTimeoutMs ?? 5_000 });
         return new SshSession(vm, transport, opts.signal, notice);

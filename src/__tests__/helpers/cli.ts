@@ -18,13 +18,17 @@ export { waitFor, sleep } from "./proc.js";
 
 export const STANDIN_DIR = path.join(REPO_ROOT, "scripts", "limactl-standin");
 export const LIMACTL = path.join(STANDIN_DIR, "limactl");
-export const FABRIK_BIN = path.join(REPO_ROOT, "bin", "fabrik.js");
+/**
+ * The fabrik under test: this checkout's build, or `FABRIK_TEST_BIN` (another checkout's `bin/fabrik.js`), to show
+ * that a reliability test fails on a build from before its fix (docs/reliability.md, "Failing before the fix").
+ */
+export const FABRIK_BIN = process.env.FABRIK_TEST_BIN ?? path.join(REPO_ROOT, "bin", "fabrik.js");
 export const SHARED_PKG_CACHE = path.join(REPO_ROOT, ".cache", "shared-pkg-cache");
 
 let built = false;
 /** Throw unless `dist/` holds a build at least as new as every source file under src/ (tests never build). */
 export function assertBuilt(): void {
-  if (built) return;
+  if (built || process.env.FABRIK_TEST_BIN) return;
   const cli = path.join(REPO_ROOT, "dist", "cli", "fabrik.js");
   const distTime = fs.statSync(cli, { throwIfNoEntry: false })?.mtimeMs;
   if (distTime === undefined) throw new Error("dist/ is missing: run `npm run build` first (`npm test` does)");

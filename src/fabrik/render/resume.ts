@@ -31,7 +31,7 @@ export function renderResumePlan(plan: ResumePlan, opts: { tty: boolean; showScr
   for (const n of r.nodes) L.push(`  node    ${nodeLabel(n)}: ${n.from} -> ${n.to}`);
   if (r.run) L.push(`  run     heartbeat_at_ms (${r.run.heartbeat_at_ms ?? "NULL"}) and runtime_owner_id (${r.run.runtime_owner_id ?? "NULL"}) -> NULL`);
   if (r.by_engine) L.push(`  engine  ${r.by_engine}`);
-  L.push("", `Backup:  ${plan.backup_path} (VACUUM INTO, WAL included; last ${plan.keep_backups} kept)`);
+  L.push("", `Backup:  ${plan.backup_path} (VACUUM INTO, WAL included, verified before use; last ${plan.keep_backups} verified kept)`);
   if (plan.fix) {
     L.push(
       `Fix:     truncate this run's response_text/error_json values over ${plan.fix.limit_bytes} bytes (keep the tail), then VACUUM` +

@@ -15,7 +15,7 @@ import type { Database } from "bun:sqlite";
 import type { ControlFacts, DbFacts, DiscoveredRun, EventFact, NodeFact, ProbeResponse, ProbeRunResult } from "../probe-schema.js";
 import { readEvents, type EventQuery } from "./lib/events.js";
 import { columnOrNull, columnsOf, dbErrorText, sqliteVersion, withReadOnlyDb } from "./lib/db.js";
-import { isDir, isFile, readCapped, statSafe } from "./lib/files.js";
+import { isDir, isFile, lstatSafe, readCapped, statSafe } from "./lib/files.js";
 import { blobTooBigInCurrentLaunch } from "./lib/log.js";
 import { readStdin, runtimeVersion, writeJsonLine } from "./lib/io.js";
 import { ownerPid, pidFact, readPidFile, readPidsFile, recordedIdentity, type PidsFile } from "./lib/proc.js";
@@ -123,13 +123,13 @@ function controlFacts(dir: string, errs: string[], pids: PidsFile | null): Contr
   };
   step("heartbeat.json", () => {
     const p = path.join(dir, "heartbeat.json");
-    const st = statSafe(p);
+    const st = lstatSafe(p);
     if (!st) {
       f.heartbeat_error = "missing";
       return;
     }
     f.heartbeat_mtime_ms = ms(st.mtimeMs);
-    if (!st.isFile()) f.heartbeat_error = "not a file";
+    if (!st.isFile()) f.heartbeat_error = st.isSymbolicLink() ? "a symbolic link (not followed)" : st.isFIFO() ? "a FIFO (not read)" : "not a file";
     else if (st.size > CAP_FILE) f.heartbeat_error = `too large (${st.size} bytes)`;
     else {
       const r = readCapped(p, CAP_FILE);
@@ -162,7 +162,7 @@ function controlFacts(dir: string, errs: string[], pids: PidsFile | null): Contr
   });
   step("reports/smithers.log", () => {
     const p = path.join(dir, "reports", "smithers.log");
-    const st = statSafe(p);
+    const st = lstatSafe(p); // a symbolic link is not the run's log: not measured, not read
     if (!st || !st.isFile()) return;
     f.log_size_bytes = st.size;
     f.log_mtime_ms = ms(st.mtimeMs);

@@ -192,6 +192,8 @@ interface Out {
   progress: { finished: number; total: number; by_state: Record<string, number> } | null;
   reset: (PlannedReset & { now_ms?: number; applied: boolean; counts: { attempts_cancelled: number; nodes_pending: number; run_cleared: number } | null }) | null;
   backup: { path: string; size_bytes: number; kept: string[]; removed: string[] } | null;
+  /** Files of a failed or interrupted backup that could not be removed (absolute paths in the VM). */
+  leftovers: string[];
   fix: Row | null;
   script: { path: string; bytes: number } | null;
   pids: { launcher_pid: number; child_pid: number } | null;
@@ -362,32 +364,146 @@ function runChecks(req: ResumeRequestWire, out: Out): Checked | null {
 }
 
 // ---------- the steps ----------
-function backup(req: ResumeRequestWire, db: Database, out: Out): void {
-  const dir = path.dirname(req.backup_path);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  // VACUUM INTO reads through this connection, so it includes what is in the WAL: a consistent copy. It
-  // refuses to overwrite an existing file. The path is a bound parameter, never interpolated.
-  db.query("VACUUM INTO ?").run(req.backup_path);
-  const size = fs.statSync(req.backup_path).size;
-  // Verify the copy holds the run before anything is changed.
-  const chk = new Database(`${sqliteUri(req.backup_path)}?mode=ro&immutable=1`, constants.SQLITE_OPEN_READONLY | constants.SQLITE_OPEN_URI);
-  let n: unknown;
+/** What a finished backup's name looks like (`run-<host id>-<stamp>.db`); only such files are rotated. */
+function backupName(hostRunId: number): RegExp {
+  return new RegExp(`^run-${hostRunId}-[0-9A-Za-z.]+\\.db$`);
+}
+
+/** The temporary name a backup is written to, in the same folder (hidden, never rotated, never mistaken for one). */
+function partialPath(finalPath: string): string {
+  return path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.partial`);
+}
+
+/** Remove `p` (a file); true when it is gone. */
+function removeFile(p: string): boolean {
   try {
-    n = chk.query<{ n: unknown }>("SELECT count(*) AS n FROM _smithers_runs WHERE run_id = ?").get(req.smithers_run_id)?.n;
+    fs.rmSync(p, { force: true });
+    return true;
+  } catch {
+    return !statSafe(p);
+  }
+}
+
+/**
+ * This run's leftovers in `dir`: `.run-<id>-*.db.partial` (and its `-journal`) of a backup that was interrupted
+ * (SIGKILL, power off, disk full), and, from fabrik versions that wrote backups in place, a `run-<id>-*.db` that
+ * has a `-journal` beside it or is not a whole SQLite file (its VACUUM INTO never finished). Only files a resume of
+ * this run wrote are candidates; the run's resume.lock (held by the wrapper) keeps two resumes from racing here.
+ */
+function backupLeftovers(dir: string, hostRunId: number): string[] {
+  const finished = backupName(hostRunId);
+  const partial = new RegExp(`^\\.run-${hostRunId}-[0-9A-Za-z.]+\\.db\\.partial(-journal)?$`);
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const n of names) {
+    const p = path.join(dir, n);
+    if (partial.test(n)) out.push(p);
+    else if (n.endsWith("-journal") && finished.test(n.slice(0, -"-journal".length))) out.push(p, p.slice(0, -"-journal".length));
+    else if (finished.test(n) && !looksComplete(p)) out.push(p); // 0 bytes or truncated: a VACUUM INTO that never finished
+  }
+  return [...new Set(out)];
+}
+
+/**
+ * Whether `p` is a whole SQLite file by its header: the magic string, and a size equal to page size × the header's
+ * page count (valid when the header's version-valid-for number matches its change counter, as VACUUM INTO writes
+ * it). A copy cut short by a kill or a full disk fails this; a file with an unreadable header counts as junk too.
+ */
+function looksComplete(p: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.size < 512) return false;
+    const h = Buffer.alloc(100);
+    if (fs.readSync(fd, h, 0, 100, 0) !== 100 || h.toString("latin1", 0, 16) !== "SQLite format 3\0") return false;
+    const raw = h.readUInt16BE(16);
+    const pageSize = raw === 1 ? 65536 : raw;
+    const pages = h.readUInt32BE(28);
+    if (h.readUInt32BE(92) !== h.readUInt32BE(24) || pages === 0) return true; // no trustworthy page count: keep it
+    return st.size === pageSize * pages;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/**
+ * `PRAGMA integrity_check` of the copy at `p`, and that it holds run `runId`.
+ * @throws Error naming what is wrong.
+ */
+function verifyBackup(p: string, runId: string): void {
+  const chk = new Database(`${sqliteUri(p)}?mode=ro&immutable=1`, constants.SQLITE_OPEN_READONLY | constants.SQLITE_OPEN_URI);
+  try {
+    const problems = chk
+      .query<{ integrity_check: string }>("PRAGMA integrity_check")
+      .all()
+      .map((r) => String(r.integrity_check).replace(/\s+/g, " ").trim());
+    if (problems.length !== 1 || problems[0] !== "ok") throw new Error(`the backup failed its integrity check: ${cap(problems.slice(0, 3).join("; "), 300)}`);
+    const n = chk.query<{ n: unknown }>("SELECT count(*) AS n FROM _smithers_runs WHERE run_id = ?").get(runId)?.n;
+    if (num(n) !== 1) throw new Error(`the backup does not hold run ${runId}`);
   } finally {
     chk.close();
   }
-  if (num(n) !== 1) throw new Error(`the backup ${req.backup_path} does not hold run ${req.smithers_run_id}`);
-  const prefix = `run-${req.host_run_id}-`;
-  const all = fs.readdirSync(dir).filter((f) => f.startsWith(prefix) && f.endsWith(".db")).sort();
+}
+
+/** fsync a file or a folder (best effort where the file system refuses it on folders). */
+function fsyncPath(p: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(p, "r");
+    fs.fsyncSync(fd);
+  } catch {
+    /* not supported here */
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/**
+ * Back the DB up before anything changes it: VACUUM INTO a temporary name (WAL included: it reads through this
+ * connection), give it the DB's mode, `PRAGMA integrity_check` it and check it holds the run, fsync, THEN rename
+ * it to `req.backup_path`. A failed copy is removed (with any `-journal`), so only verified backups carry the
+ * final name, and only those count towards "last N kept". Leftovers of interrupted earlier backups of this run are
+ * removed first. Files it could not remove are listed in `out.leftovers`.
+ * @throws Error when the copy cannot be written or verified (nothing was changed then).
+ */
+function backup(req: ResumeRequestWire, db: Database, out: Out): void {
+  const dir = path.dirname(req.backup_path);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  for (const p of backupLeftovers(dir, req.host_run_id)) if (!removeFile(p)) out.leftovers.push(p);
+  const tmp = partialPath(req.backup_path);
+  /** Remove the failed copy; false when part of it stays. */
+  const discard = (): boolean => {
+    const left = [tmp, `${tmp}-journal`].filter((p) => !removeFile(p));
+    out.leftovers.push(...left);
+    return left.length === 0;
+  };
+  if (statSafe(req.backup_path)) throw new Error(`the backup ${req.backup_path} already exists`);
+  try {
+    // VACUUM INTO refuses to overwrite an existing file; the path is a bound parameter, never interpolated.
+    db.query("VACUUM INTO ?").run(tmp);
+    fs.chmodSync(tmp, (statSafe(req.db_path)?.mode ?? 0o600) & 0o777);
+    verifyBackup(tmp, req.smithers_run_id);
+    fsyncPath(tmp);
+    fs.renameSync(tmp, req.backup_path);
+    fsyncPath(dir);
+  } catch (e) {
+    const clean = discard();
+    throw new Error(`cannot back the DB up (${dbErrorText(e)}); the partial copy ${clean ? "was removed" : `could NOT be removed: ${tmp}`}`);
+  }
+  const size = fs.statSync(req.backup_path).size;
+  const finished = backupName(req.host_run_id);
+  const all = fs.readdirSync(dir).filter((f) => finished.test(f)).sort();
   const removed: string[] = [];
   for (const f of all.slice(0, Math.max(0, all.length - req.keep_backups))) {
-    try {
-      fs.rmSync(path.join(dir, f));
-      removed.push(path.join(dir, f));
-    } catch {
-      /* left in place */
-    }
+    if (removeFile(path.join(dir, f))) removed.push(path.join(dir, f));
   }
   out.backup = { path: req.backup_path, size_bytes: size, kept: all.slice(-req.keep_backups).map((f) => path.join(dir, f)), removed };
 }
@@ -490,7 +606,7 @@ async function start(req: ResumeRequestWire, out: Out): Promise<void> {
 async function resume(raw: string, argMode: Mode): Promise<{ out: Out; code: number }> {
   const out: Out = {
     v: V, ok: false, dry_run: argMode === "dry-run", refused: false, stage: "request", reasons: [], checks: [], mode: null, retry_node: null,
-    progress: null, reset: null, backup: null, fix: null, script: null, pids: null, pids_checked: [], previous_files: null, db: null,
+    progress: null, reset: null, backup: null, leftovers: [], fix: null, script: null, pids: null, pids_checked: [], previous_files: null, db: null,
     oversized: null, error: null, now_ms: Date.now(),
   };
   let req: ResumeRequestWire;

@@ -4,8 +4,10 @@
  * deadline of the operation that needs the connection. Losses and recoveries are reported through `onNotice`
  * (`connection to VM x lost (reason); reconnecting…`, `reconnected to VM x after N attempts`).
  *
- * - Coordinates come from the driver's {@link SshTarget} (Lima's `ssh.config`, lima-contract §3). The host
- *   key is not checked, exactly as Lima's own config says (`StrictHostKeyChecking no`,
+ * - Coordinates come from the driver's {@link SshTarget} (Lima's `ssh.config`, lima-contract §3). Lima picks a
+ *   new SSH port at every VM start, so with a {@link SshTargetSource} the coordinates are asked for again before
+ *   every connection attempt after the first (a reconnect after a VM restart dials the new port, not the old
+ *   one). The host key is not checked, exactly as Lima's own config says (`StrictHostKeyChecking no`,
  *   `UserKnownHostsFile /dev/null`): the target is Lima's forwarded port on 127.0.0.1.
  * - Channels are opened with a command line the caller built with shellJoin from an argv.
  *
@@ -20,8 +22,20 @@ import { shellJoin } from "../shell-quote.js";
 
 export { RECONNECT_BACKOFF } from "../retry.js";
 
+/**
+ * Where a VM's sshd is NOW (the lima driver: `driver.sshTarget(vm)`, which reads the VM's `ssh.config` again), or
+ * undefined when the VM offers no SSH at the moment (stopped). Called before every connection attempt but the
+ * first; a call that throws or returns undefined counts as a failed attempt (retried with backoff).
+ */
+export type SshTargetSource = () => Promise<SshTarget | undefined>;
+
 /** Options of a connection (and of the transport built on it). */
 export interface SshConnectionOptions {
+  /**
+   * Asked for fresh coordinates before every connection attempt after the first (see {@link SshTargetSource}).
+   * Without it the target given to the constructor is dialled for ever.
+   */
+  targetSource?: SshTargetSource | undefined;
   /** Called with one-line human notices (connection lost / reconnected). The CLI prints them on stderr. */
   onNotice?: ((msg: string) => void) | undefined;
   /** Deadline of one connection attempt (TCP + SSH handshake + auth), ms. Default 5000. */
@@ -58,7 +72,11 @@ export const KILL_SCRIPT = `kill -s KILL "$1" 2>/dev/null; env kill -s KILL -- "
 export class SshConnection {
   readonly vm: string;
   readonly reconnectBudgetMs: number;
-  private readonly target: SshTarget;
+  /** The coordinates last used (or given); refreshed from {@link targetSource} before each later attempt. */
+  private target: SshTarget;
+  private readonly targetSource: SshTargetSource | undefined;
+  /** True until the first connection attempt: the constructor's target is fresh, use it once as is. */
+  private targetFresh = true;
   private readonly onNotice: (msg: string) => void;
   private readonly connectTimeoutMs: number;
   private readonly keepaliveIntervalMs: number;
@@ -72,11 +90,12 @@ export class SshConnection {
   /** True once a connection has been up (so later connects are re-connects). */
   private everConnected = false;
   private closedFlag = false;
-  private privateKey: Buffer | undefined;
+  private privateKey: { file: string; key: Buffer } | undefined;
 
   constructor(vm: string, target: SshTarget, opts: SshConnectionOptions = {}) {
     this.vm = vm;
     this.target = target;
+    this.targetSource = opts.targetSource;
     this.onNotice = opts.onNotice ?? (() => {});
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 5_000;
     this.reconnectBudgetMs = opts.reconnectBudgetMs ?? 60_000;
@@ -166,20 +185,47 @@ export class SshConnection {
     );
   }
 
-  private readKey(): Buffer {
-    if (!this.privateKey) {
+  private readKey(target: SshTarget): Buffer {
+    if (this.privateKey?.file !== target.identityFile) {
       try {
-        this.privateKey = fs.readFileSync(this.target.identityFile);
+        this.privateKey = { file: target.identityFile, key: fs.readFileSync(target.identityFile) };
       } catch (err) {
-        throw new VmUnavailableError(this.vm, `VM ${this.vm}: cannot read the SSH identity ${this.target.identityFile}: ${errorText(err)}`);
+        throw new VmUnavailableError(this.vm, `VM ${this.vm}: cannot read the SSH identity ${target.identityFile}: ${errorText(err)}`);
       }
     }
-    return this.privateKey;
+    return this.privateKey.key;
   }
 
-  /** One connection attempt within `timeoutMs`; resolves once authenticated. */
+  /**
+   * The coordinates for the next attempt: the constructor's on the first attempt, then the source's answer
+   * (within `timeoutMs`), so a VM restarted on a new port is found.
+   * @throws Error when the source has no target (VM stopped), fails, or does not answer in time.
+   */
+  private async nextTarget(timeoutMs: number): Promise<SshTarget> {
+    if (this.targetFresh || !this.targetSource) {
+      this.targetFresh = false;
+      return this.target;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no SSH coordinates within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      const t = await Promise.race([this.targetSource(), late]);
+      if (!t) throw new Error("the VM offers no SSH coordinates (is it running?)");
+      this.target = t;
+      return t;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** One connection attempt within `timeoutMs` (asking for fresh coordinates first); resolves once authenticated. */
   private async connectOnce(timeoutMs: number): Promise<Client> {
-    const key = this.readKey();
+    const startedAt = Date.now();
+    const target = await this.nextTarget(timeoutMs);
+    const key = this.readKey(target);
+    timeoutMs = Math.max(1, timeoutMs - (Date.now() - startedAt));
     const { Client: ClientClass } = await import("ssh2");
     return await new Promise<Client>((resolve, reject) => {
       const c = new ClientClass();
@@ -208,9 +254,9 @@ export class SshConnection {
         this.connectionClosed(c, lastError);
       });
       c.connect({
-        host: this.target.host,
-        port: this.target.port,
-        username: this.target.user,
+        host: target.host,
+        port: target.port,
+        username: target.user,
         privateKey: key,
         readyTimeout: timeoutMs,
         keepaliveInterval: this.keepaliveIntervalMs,

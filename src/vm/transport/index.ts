@@ -10,7 +10,7 @@ import { SshConnection, type SshConnectionOptions } from "./connection.js";
 import { execOverSsh, streamOverSsh, type SshExecOptions, type SshStreamOptions } from "./exec.js";
 import { SshProbeService } from "./probe-channel.js";
 
-export { KILL_SCRIPT, RECONNECT_BACKOFF, SshConnection, type SshConnectionOptions } from "./connection.js";
+export { KILL_SCRIPT, RECONNECT_BACKOFF, SshConnection, type SshConnectionOptions, type SshTargetSource } from "./connection.js";
 export { DEFAULT_MAX_OUTPUT_BYTES, EXEC_PREAMBLE, STREAM_WATCHDOG, type SshExecOptions, type SshStreamOptions } from "./exec.js";
 export { MAX_PROBE_LINE_BYTES } from "./probe-channel.js";
 
@@ -33,7 +33,8 @@ export class SshTransport {
 
   /**
    * @param vm the VM's name (for messages).
-   * @param target host, port, user and identity file of the VM's sshd.
+   * @param target host, port, user and identity file of the VM's sshd, used for the first connection; later
+   *   connections ask `opts.targetSource` again (Lima picks a new port at every VM start).
    */
   constructor(vm: string, target: SshTarget, opts: SshTransportOptions = {}) {
     this.vm = vm;
