@@ -14,7 +14,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { expect } from "vitest";
-import { envFor, fabrik, json, makeTestEnv, type TestEnv } from "./cli.js";
+import { REPO_ROOT } from "./fixtures.js";
+import { envFor, fabrik, guestUserOf, json, limactl, makeTestEnv, type TestEnv } from "./cli.js";
 import { run } from "./proc.js";
 import { tempDir, testRoot } from "./test-root.js";
 
@@ -37,6 +38,7 @@ export async function workerFleet(config: Record<string, unknown> = {}): Promise
   const configFile = path.join(own.tmp, "config.json");
   fs.writeFileSync(configFile, JSON.stringify(config));
   const t = envFor(path.join(dir, "fh"), path.join(dir, "lh"), configFile, own.tmp);
+  t.env.FABRIK_ENGINE_CACHE_DIR = await guestPkgCache(await standinGuestUid());
   const ready = path.join(dir, "ready");
   if (!fs.existsSync(ready)) {
     const r = await fabrik(t, ["vm", "create", FLEET_VM], { timeoutMs: 600_000 });
@@ -70,4 +72,41 @@ export async function copyEngines(t: TestEnv, from: string, to: string): Promise
   fs.mkdirSync(dst, { recursive: true });
   const r = await run("cp", ["-al", src, dst], { timeoutMs: 120_000 });
   expect(r.code, `cp -al ${src} ${dst}: ${r.stderr}`).toBe(0);
+  const user = await guestUserOf(t, to);
+  fs.chownSync(dst, user.uid, user.uid);
+}
+
+let guestUid: Promise<number> | undefined;
+
+/**
+ * The uid of the stand-in's guest user, asked from the stand-in itself (a throw-away instance's `config.user.uid`
+ * in a scratch LIMA_HOME), so the package cache can be given to that user before the first VM exists.
+ */
+export function standinGuestUid(): Promise<number> {
+  guestUid ??= (async () => {
+    const scratch = makeTestEnv("guest-uid-");
+    const tpl = path.join(scratch.tmp, "probe.yaml");
+    fs.writeFileSync(tpl, "cpus: 1\n");
+    const c = await limactl(scratch, ["--tty=false", "create", "--name", "probe", tpl]);
+    if (c.code !== 0) throw new Error(`limactl create (to learn the guest user): ${c.stderr}`);
+    const uid = (await guestUserOf(scratch, "probe")).uid;
+    fs.rmSync(scratch.tmp, { recursive: true, force: true });
+    return uid;
+  })();
+  return guestUid;
+}
+
+/**
+ * The package cache engine installs use inside stand-in VMs (`engine.cache_dir`): the guest user runs npm and bun
+ * there, and it is not root, so it gets a cache of its own that it owns (`.cache/shared-pkg-cache-uid<uid>`,
+ * persistent like SHARED_PKG_CACHE, which local VMs — host processes — keep using).
+ */
+export async function guestPkgCache(uid: number): Promise<string> {
+  const dir = path.join(REPO_ROOT, ".cache", `shared-pkg-cache-uid${uid}`);
+  fs.mkdirSync(dir, { recursive: true });
+  if (fs.statSync(dir).uid !== uid) {
+    const r = await run("chown", ["-R", `${uid}:${uid}`, dir], { timeoutMs: 120_000 });
+    expect(r.code, `chown -R ${uid} ${dir}: ${r.stderr}`).toBe(0);
+  }
+  return dir;
 }
