@@ -270,7 +270,11 @@ describe.skipIf(skip)(titled("run resume (real engines in a stand-in Lima VM)", 
   });
 
   it("0.32 failed run: refuses a missing workflow, a missing DB and a corrupt DB (nothing changed), then retries the failed task", async () => {
-    const cause = path.join(t.tmp, "cause-fixed");
+    // The guest reads this path through the test root's mount; its user is not root, so the folder must be readable.
+    const causeDir = path.join(t.tmp, "cause");
+    fs.mkdirSync(causeDir, { mode: 0o755 });
+    fs.chmodSync(t.tmp, 0o755);
+    const cause = path.join(causeDir, "cause-fixed");
     const run = await launch("examples/workflows/seq.tsx", { tasks: 4, sleepMs: 50, failAt: 3, failUnlessFile: cause });
     await waitEnded(run, "failed", 0);
     const wf = `${run.control_dir}/workflow/seq.tsx`;
