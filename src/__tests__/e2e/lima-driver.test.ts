@@ -5,6 +5,7 @@
  * command running, sshd's session limit, a guest user that is not root, `errors` as Go structs.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { LimaDriver, MAX_SHELLS_PER_VM } from "../../vm/lima-driver.js";
@@ -162,6 +163,27 @@ describe.skipIf(skip)(titled("LimaDriver against the stand-in", skip), () => {
     const verbs = fs.readFileSync(calls, "utf8").trim().split("\n").map((l) => (JSON.parse(l) as { argv: string[] }).argv.find((a) => !a.startsWith("-")));
     expect(verbs).not.toContain("copy");
     expect(verbs).not.toContain("cp");
+  });
+
+  // Point 6: Lima's `errors` are Go error structs in JSON (`{}`, `{"Op":…,"Path":…,"Err":2}`), as the stand-in's are;
+  // their text is in limactl's stderr warning (lima cmd/limactl/list.go:276).
+  it("reports a Broken VM's errors as text, whatever shape Lima gives them", async () => {
+    const home = fs.realpathSync(t.limaHome);
+    fs.mkdirSync(path.join(home, "probe")); // no lima.yaml: *fs.PathError
+    fs.mkdirSync(path.join(home, "halfway")); // a host agent without its driver: errors.New → {}
+    fs.copyFileSync(template(), path.join(home, "halfway", "lima.yaml"));
+    const agent = spawn("bash", ["-c", "sleep 300; exit 0", "unshare", path.join(home, "halfway")], { detached: true, stdio: "ignore" });
+    try {
+      await waitFor(() => fs.readFileSync(`/proc/${agent.pid}/cmdline`, "utf8").includes("halfway"), { timeoutMs: 10_000, intervalMs: 20, what: "the fake host agent" });
+      fs.writeFileSync(path.join(home, "halfway", "ha.pid"), `${agent.pid}\n`);
+      const byName = Object.fromEntries((await driver.list({ timeoutMs: 20_000 })).map((i) => [i.name, i]));
+      expect(byName.probe).toMatchObject({ status: "Broken", errors: [`open ${path.join(home, "probe", "lima.yaml")}: no such file or directory`] });
+      expect(byName.halfway).toMatchObject({ status: "Broken", errors: ["host agent is running but driver is not"] });
+      expect(await driver.inspect("halfway", { timeoutMs: 20_000 })).toMatchObject({ errors: ["host agent is running but driver is not"] });
+    } finally {
+      process.kill(agent.pid!, "SIGKILL");
+      for (const n of ["probe", "halfway"]) fs.rmSync(path.join(home, n), { recursive: true, force: true });
+    }
   });
 
   it("checks limactl is present and recent enough", async () => {
