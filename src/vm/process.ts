@@ -19,8 +19,10 @@ import { onAbort } from "./abort.js";
 export const DEFAULT_MAX_PROCESS_OUTPUT_BYTES = 64 * 1024 * 1024;
 
 /**
- * How long to wait for the output pipes to close after the process exited, ms. A grandchild that escaped the
- * group but kept a pipe open (a daemon that forgot to close stdout) would otherwise hold the call forever.
+ * How long to wait for the output pipes to close after the process exited, ms. Something outside the group may
+ * hold them: an OpenSSH ControlMaster is handed a mux client's stdin/stdout/stderr (fd passing) and keeps them until
+ * the REMOTE command ends — so after a killed `limactl shell` the pipes stay open for as long as the guest command
+ * runs (until the driver's kill call ends it). A daemon that forgot to close stdout would do the same.
  */
 const PIPE_GRACE_MS = 1_000;
 
