@@ -5,7 +5,7 @@
  *
  * Per VM: `fabrik vm create NAME --no-engine`; one `limactl shell` that gives the guest a bun where the probe
  * wrapper looks for an engine's (`~/.fabrik/engines/0.32.0/.runtime/node_modules/.bin/bun` → the fixture
- * engine's bun, plus the engine marker `.fabrik-engine.json`); one `limactl copy -r` of the staged `work/` tree
+ * engine's bun, plus the engine marker `.fabrik-engine.json`); one `limactl copy --backend=scp -r` of the staged `work/` tree
  * into the guest home; one `fabrik runs import --vm NAME`. Set up without injected latency.
  */
 import fs from "node:fs";
@@ -99,7 +99,9 @@ export async function setupFleet(world, fx, { vms: nVms, runsPerVm, log }) {
     const root = path.join(stage, vm);
     stageVm(fx, root, vm, runsPerVm, i);
     await runOk(LIMACTL, ["shell", vm, "--", "sh", "-c", giveBun, "give-bun", fx.bun], { env, input: markerJson });
-    await runOk(LIMACTL, ["copy", "-r", path.join(root, "work"), `${vm}:`], { env, timeoutMs: 120_000 });
+    // scp's meaning (a folder lands in the guest home): under `auto`, Lima picks rsync when both sides have it, and
+    // rsync would copy the folder's CONTENTS to `/` (pkg/copytool/rsync.go:155-166).
+    await runOk(LIMACTL, ["copy", "--backend=scp", "-r", path.join(root, "work"), `${vm}:`], { env, timeoutMs: 120_000 });
     const imp = await fabrikJson(["runs", "import", "--vm", vm, "--json"], { env });
     if (imp.imported.length !== runsPerVm) {
       throw new Error(`runs import --vm ${vm} imported ${imp.imported.length} runs, expected ${runsPerVm} (skipped: ${JSON.stringify(imp.skipped).slice(0, 300)})`);

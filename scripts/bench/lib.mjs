@@ -131,7 +131,7 @@ export async function pool(items, limit, fn) {
 export function standinUnavailable() {
   if (process.getuid?.() !== 0) return "the Lima stand-in needs root (Linux namespaces)";
   if (!fs.existsSync("/usr/sbin/sshd")) return "openssh-server is not installed (apt-get install -y openssh-server)";
-  for (const tool of ["unshare", "nsenter", "python3", "ps"]) {
+  for (const tool of ["unshare", "ssh", "scp", "python3", "ps"]) {
     if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `${tool} is missing`;
   }
   return undefined;

@@ -378,7 +378,7 @@ async function guarded(n, fn) {
 async function main() {
   out(`# fabrik bench — ${new Date().toISOString()}`);
   out(`machine: ${os.cpus().length} cores (${os.cpus()[0]?.model?.trim() ?? "?"}), ${fmtBytes(os.totalmem())}, node ${process.version}, ${os.platform()} ${os.release()}`);
-  if (!fs.existsSync(path.join(REPO, "dist", "fabrik", "cli.js"))) throw new Error("dist/ is missing: run `npm run build` (or `npm run bench`, which builds first)");
+  if (!fs.existsSync(path.join(REPO, "dist", "cli", "fabrik.js"))) throw new Error("dist/ is missing: run `npm run build` (or `npm run bench`, which builds first)");
   const standinWhy = standinUnavailable();
   if (standinWhy) {
     out(

@@ -42,16 +42,20 @@ export interface ExecOptions {
   cwd?: string | undefined;
   /** Extra environment variables for the command. */
   env?: Record<string, string> | undefined;
-  /** Deadline in ms; on expiry the whole local process group is killed and {@link ExecTimeoutError}-style RemoteError thrown. */
+  /**
+   * Deadline in ms. On expiry the command is ended on every driver the same way (`remote-group.ts`): the host-side
+   * process group is killed, and the command's process group IN the guest is killed through a second call; then
+   * VmUnavailableError is thrown. The kill call may add up to 10 s to the deadline.
+   */
   timeoutMs: number;
-  /** Abort: kills the process group, throws InterruptedError-like abort. */
+  /** Abort (Ctrl-C): ends the command like the deadline does, then throws InterruptedError. */
   signal?: AbortSignal | undefined;
   /**
    * Skip the "is it Running?" pre-check (Lima: `list --json N` before `shell`, lima-contract §0.5).
    * Only for callers that recognise a stopped VM from the error themselves (the probe), to stay at one call.
    */
   skipStatusCheck?: boolean | undefined;
-  /** Cap on captured stdout, bytes (default 64 MiB); beyond it the command fails. */
+  /** Cap on captured stdout and stderr, bytes each (default 64 MiB); beyond it the command is ended and RemoteError thrown. */
   maxOutputBytes?: number | undefined;
 }
 
@@ -67,7 +71,10 @@ export interface ExecResult {
 export interface StreamHandle {
   /** Resolves with the exit code when the command ends (or is killed). */
   done: Promise<number>;
-  /** Kill the command (the whole local process group). */
+  /**
+   * End the command: the host-side process group, and the guest process group through a second call. The guest
+   * command also ends by itself when the host side dies (it watches its stdin, `STREAM_WATCHDOG`).
+   */
   kill(): void;
 }
 
@@ -98,16 +105,27 @@ export interface VmDriver {
   /** One VM, or undefined if it does not exist. */
   inspect(name: string, opts: { timeoutMs: number }): Promise<VmInfo | undefined>;
   create(opts: CreateOptions): Promise<void>;
+  /** Start an existing VM; never creates one. Throws NotFoundError when it does not exist. */
   start(name: string, opts: { timeoutMs: number }): Promise<void>;
   stop(name: string, opts: { timeoutMs: number; force?: boolean }): Promise<void>;
   delete(name: string, opts: { timeoutMs: number; force?: boolean }): Promise<void>;
-  /** Run argv (no shell) in the VM. Throws VmUnavailableError if stopped/missing/past deadline. */
+  /**
+   * Run argv (no shell) in the VM, as its own process group there. Throws NotFoundError if missing,
+   * VmUnavailableError if stopped or past the deadline, InterruptedError on abort, RemoteError past the output cap.
+   */
   exec(name: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult>;
   /** Run argv and stream its stdout chunks to `onStdout` until it exits or is killed. */
   stream(name: string, argv: readonly string[], opts: Omit<ExecOptions, "timeoutMs"> & { onStdout: (chunk: Buffer) => void; onStderr?: (chunk: Buffer) => void }): Promise<StreamHandle>;
-  /** Copy host files/folders into the guest directory `guestDir` (created by the caller). */
+  /**
+   * Copy host files/folders into the guest directory `guestDir` (created by the caller): each lands at
+   * `guestDir/<basename>`, a folder merging into an existing one; symlinks are copied as symlinks. The same on every
+   * driver, whatever copy tools the VM has (never rsync/scp semantics).
+   */
   copyIn(name: string, hostPaths: readonly string[], guestDir: string, opts: { timeoutMs: number }): Promise<void>;
-  /** Copy a guest file or folder to a host path. */
+  /**
+   * Copy a guest file or folder to host path `hostPath`: the copy IS `hostPath` (a folder merges into an existing
+   * folder, a file replaces a file; a file onto a folder or the reverse fails). The same on every driver.
+   */
   copyOut(name: string, guestPath: string, hostPath: string, opts: { timeoutMs: number }): Promise<void>;
   /** An interactive shell (or command) with the terminal attached; resolves with the guest's exit code. */
   shell(name: string, argv: readonly string[] | undefined, opts: { cwd?: string | undefined }): Promise<number>;

@@ -6,6 +6,10 @@
  * home). Commands run as host processes with HOME set to the guest home and `FABRIK_LOCAL_VM=<name>` plus
  * `FABRIK_LOCAL_VM_ID=<id>` in their environment; `stop` is a power-off: it SIGKILLs every process that carries
  * THIS VM's id — never a process of a same-named VM of another FABRIK_HOME (each home gives its VMs their own ids).
+ *
+ * Commands end the way they do on every driver (`remote-group.ts`): each runs as its own process group that
+ * announces its pid, and a deadline or abort kills that group through a second call (`sh -c KILL_SCRIPT`), besides
+ * killing the local process group. Copies have the lima driver's semantics (see {@link LocalDriver.copyOut}).
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -17,6 +21,10 @@ import { InterruptedError, NotFoundError, RefusedError, RemoteError, VmUnavailab
 import type { CreateOptions, ExecOptions, ExecResult, SshTarget, StreamHandle, VmDriver, VmInfo } from "./driver.js";
 import { runProcess, streamProcess } from "./process.js";
 import { assertVmName } from "./names.js";
+import { RemotePidReader, killArgv, streamWithPidPreamble, withPidPreamble } from "./remote-group.js";
+
+/** The shell that runs the preamble, the kill script and the stream watchdog. */
+const SH = "/bin/sh";
 
 const LocalVmStateSchema = z.object({
   name: z.string(),
@@ -188,10 +196,17 @@ export class LocalDriver implements VmDriver {
     if (s.status !== "Running") throw new VmUnavailableError(name, `VM ${name} is stopped`, `start it with \`fabrik vm start ${name}\``);
   }
 
+  /** Kill "guest" pid `pid` and its process group through a second call, as on every driver. Never throws. */
+  private async killRemote(name: string, pid: number): Promise<void> {
+    await runProcess(SH, killArgv(pid).slice(1), { env: this.env(name), extendEnv: false, timeoutMs: 10_000 });
+  }
+
   async exec(name: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
     this.running(name, opts.skipStatusCheck);
     if (argv.length === 0) throw new Error("exec: empty argv");
-    const r = await runProcess(argv[0]!, argv.slice(1), {
+    const pidLine = new RemotePidReader();
+    const stderr: Buffer[] = [];
+    const r = await runProcess(SH, withPidPreamble(argv).slice(1), {
       stdin: opts.stdin,
       cwd: opts.cwd ?? this.guestHome(name),
       env: this.env(name, opts.env),
@@ -199,50 +214,73 @@ export class LocalDriver implements VmDriver {
       timeoutMs: opts.timeoutMs,
       signal: opts.signal,
       maxOutputBytes: opts.maxOutputBytes,
+      onStderr: (c) => stderr.push(pidLine.feed(c)),
     });
+    stderr.push(pidLine.flush());
+    if ((r.aborted || r.timedOut || r.outputCapped) && pidLine.pid !== undefined) await this.killRemote(name, pidLine.pid);
     if (r.aborted) throw new InterruptedError();
     if (r.timedOut) throw new VmUnavailableError(name, `VM ${name}: ${argv[0]} did not finish within ${opts.timeoutMs} ms`);
+    if (r.outputCapped) throw new RemoteError(name, argv[0]!, `output larger than ${opts.maxOutputBytes} bytes`);
     if (r.spawnError) {
-      // As a shell would: 127 command not found, 126 not executable, cwd missing → 1.
-      const code = r.spawnError.code === "ENOENT" ? (opts.cwd && !fs.existsSync(opts.cwd) ? 1 : 127) : 126;
+      // As a shell would: a missing working directory → 1 (the shell itself could not start there).
+      const code = r.spawnError.code === "ENOENT" && opts.cwd && !fs.existsSync(opts.cwd) ? 1 : 127;
       return { exitCode: code, stdout: "", stderr: `${argv[0]}: ${r.spawnError.message}\n`, durationMs: r.durationMs };
     }
-    return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
+    return { exitCode: r.exitCode, stdout: r.stdout, stderr: Buffer.concat(stderr).toString("utf8"), durationMs: r.durationMs };
   }
 
+  /** Stream `argv`'s stdout; it runs under the stream watchdog and is killed (group, second call) on `kill()`. */
   async stream(
     name: string,
     argv: readonly string[],
     opts: Omit<ExecOptions, "timeoutMs"> & { onStdout: (chunk: Buffer) => void; onStderr?: (chunk: Buffer) => void },
   ): Promise<StreamHandle> {
     this.running(name, opts.skipStatusCheck);
-    const p = streamProcess(argv[0]!, argv.slice(1), {
+    if (argv.length === 0) throw new Error("stream: empty argv");
+    const pidLine = new RemotePidReader();
+    const p = streamProcess(SH, streamWithPidPreamble(argv).slice(1), {
       cwd: opts.cwd ?? this.guestHome(name),
       env: this.env(name, opts.env),
       extendEnv: false,
       stdin: opts.stdin,
+      keepStdinOpen: true,
       signal: opts.signal,
       onStdout: opts.onStdout,
-      onStderr: opts.onStderr,
+      onStderr: (c) => {
+        const rest = pidLine.feed(c);
+        if (rest.length > 0) opts.onStderr?.(rest);
+      },
     });
-    return { done: p.done, kill: p.kill };
+    let killed = false;
+    const kill = () => {
+      if (killed) return;
+      killed = true;
+      p.kill();
+      if (pidLine.pid !== undefined) void this.killRemote(name, pidLine.pid);
+    };
+    return { done: p.done, kill };
   }
 
+  /** Copy host paths into `guestDir`: each lands at `guestDir/<basename>`, a folder merging into an existing one. */
   async copyIn(name: string, hostPaths: readonly string[], guestDir: string): Promise<void> {
     this.running(name);
     for (const p of hostPaths) {
       try {
-        fs.cpSync(p, path.join(guestDir, path.basename(p)), { recursive: true, errorOnExist: false });
+        fs.cpSync(p, path.join(guestDir, path.basename(p)), { recursive: true, errorOnExist: false, verbatimSymlinks: true });
       } catch (err) {
         throw new RemoteError(name, "copy", (err as Error).message);
       }
     }
   }
 
+  /**
+   * Copy `guestPath` to `hostPath`: the copy IS `hostPath` (a folder merges into an existing folder, a file replaces
+   * a file; a file onto a folder or the reverse fails) — the lima driver's semantics.
+   */
   async copyOut(name: string, guestPath: string, hostPath: string): Promise<void> {
     this.running(name);
     try {
-      fs.cpSync(guestPath, hostPath, { recursive: true });
+      fs.cpSync(guestPath, hostPath, { recursive: true, verbatimSymlinks: true });
     } catch (err) {
       throw new RemoteError(name, "copy", (err as Error).message);
     }

@@ -1,28 +1,57 @@
 /**
- * Running a local process with a deadline: the building block of both drivers.
+ * Running a local process with a deadline: the building block of both drivers, on plain `node:child_process`
+ * (no wrapper library: a `limactl shell` call is on every probe's path, so spawning costs only what the OS needs).
  *
- * The child is started detached (its own process group) so that on deadline or abort the WHOLE group
- * is killed — `limactl shell` does not forward signals to its `ssh` child (lima-contract §0.8), so
- * killing only limactl would leave ssh and the remote command running.
+ * The child is started detached (its own process group and session) so that on deadline, abort or an output cap
+ * the WHOLE group is killed — `limactl shell` does not forward signals to its `ssh` child (lima-contract §0.8), so
+ * killing only limactl would leave ssh running. Killing the host side never ends a command inside a Lima guest:
+ * that is the drivers' job (`remote-group.ts`, a second call).
+ *
+ * Every process group still alive when this process exits is SIGKILLed on the way out, so an interrupted fabrik
+ * leaves no limactl or ssh behind.
  */
-import { execa, type ResultPromise } from "execa";
+import { spawn, type ChildProcess } from "node:child_process";
+import os from "node:os";
+import { Readable } from "node:stream";
 import { onAbort } from "./abort.js";
 
+/** Default cap on captured output, bytes per stream. */
+export const DEFAULT_MAX_PROCESS_OUTPUT_BYTES = 64 * 1024 * 1024;
+
+/**
+ * How long to wait for the output pipes to close after the process exited, ms. Something outside the group may
+ * hold them: an OpenSSH ControlMaster is handed a mux client's stdin/stdout/stderr (fd passing) and keeps them until
+ * the REMOTE command ends — so after a killed `limactl shell` the pipes stay open for as long as the guest command
+ * runs (until the driver's kill call ends it). A daemon that forgot to close stdout would do the same.
+ */
+const PIPE_GRACE_MS = 1_000;
+
+/** What a child's stdin is fed: bytes, or a stream of bytes (piped); stdin is closed after it. */
+export type ProcessInput = string | Buffer | AsyncIterable<Uint8Array>;
+
 export interface ProcessOptions {
-  stdin?: string | Buffer | undefined;
+  /** Written (or piped) to stdin, which is then closed (EOF). Default: empty (immediate EOF). */
+  stdin?: ProcessInput | undefined;
   cwd?: string | undefined;
   env?: Record<string, string | undefined> | undefined;
-  /** false: the child sees only `env` (plus nothing else). Default true. */
+  /** false: the child sees only `env`. Default true (`process.env` plus `env`). */
   extendEnv?: boolean | undefined;
-  /** Deadline in ms. */
+  /** Deadline in ms; on expiry the process group is SIGKILLed and `timedOut` is set. */
   timeoutMs: number;
+  /** Abort: the process group is SIGKILLed and `aborted` is set. */
   signal?: AbortSignal | undefined;
-  /** Max captured bytes per stream (default 64 MiB). */
+  /** Max captured bytes per stream (default {@link DEFAULT_MAX_PROCESS_OUTPUT_BYTES}); beyond it the group is killed and `outputCapped` set. */
   maxOutputBytes?: number | undefined;
+  /** Receives stdout chunks as they arrive INSTEAD of capturing them (`stdout` is then ""; the cap still applies). */
+  onStdout?: ((chunk: Buffer) => void) | undefined;
+  /** Sees every stderr chunk as it arrives (it is captured as well). */
+  onStderr?: ((chunk: Buffer) => void) | undefined;
 }
 
 export interface ProcessResult {
+  /** The exit code; 128 + n when killed by signal n; 127 when it could not be started. */
   exitCode: number;
+  /** stdout as UTF-8 ("" with `onStdout`). */
   stdout: string;
   stderr: string;
   durationMs: number;
@@ -30,13 +59,31 @@ export interface ProcessResult {
   timedOut: boolean;
   /** True when the abort signal killed it. */
   aborted: boolean;
+  /** True when an output stream passed `maxOutputBytes` (the group was killed). */
+  outputCapped: boolean;
   /** Set when the executable could not be started (e.g. ENOENT). */
   spawnError: NodeJS.ErrnoException | undefined;
   /** The signal that ended the process, if any. */
   signal: string | undefined;
 }
 
-function killGroup(pid: number | undefined): void {
+/** Process groups started here and not yet reaped: killed when this process exits. */
+const liveGroups = new Set<number>();
+let exitHookInstalled = false;
+
+function track(pid: number | undefined): void {
+  if (pid === undefined) return;
+  liveGroups.add(pid);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on("exit", () => {
+      for (const g of liveGroups) killGroup(g);
+    });
+  }
+}
+
+/** SIGKILL process group `pid` (falls back to the process alone). Never throws. */
+export function killGroup(pid: number | undefined): void {
   if (pid === undefined) return;
   try {
     process.kill(-pid, "SIGKILL");
@@ -49,37 +96,112 @@ function killGroup(pid: number | undefined): void {
   }
 }
 
-/** Run `cmd args` to completion (or deadline) and capture its output. Never throws for a non-zero exit. */
+function childEnv(opts: { env?: Record<string, string | undefined> | undefined; extendEnv?: boolean | undefined }): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = opts.extendEnv === false ? {} : { ...process.env };
+  for (const [k, v] of Object.entries(opts.env ?? {})) {
+    if (v === undefined) delete out[k];
+    else out[k] = v;
+  }
+  return out;
+}
+
+/** The exit code a shell would report: the code, or 128 + the signal's number. */
+function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  if (signal) return 128 + (os.constants.signals[signal] ?? 0);
+  return 1;
+}
+
+/**
+ * Resolves once the child exited and its pipes closed (or {@link PIPE_GRACE_MS} after the exit, when an escaped
+ * grandchild keeps a pipe open: the streams are then destroyed). Rejects with the spawn error.
+ */
+function whenDone(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve, reject) => {
+    let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let grace: NodeJS.Timeout | undefined;
+    child.once("error", (err) => {
+      if (exited === undefined) reject(err);
+    });
+    child.once("exit", (code, signal) => {
+      exited = { code, signal };
+      grace = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        resolve(exited!);
+      }, PIPE_GRACE_MS);
+      grace.unref();
+    });
+    child.once("close", (code, signal) => {
+      clearTimeout(grace);
+      resolve(exited ?? { code, signal });
+    });
+  });
+}
+
+function feedStdin(child: ChildProcess, input: ProcessInput | undefined, keepOpen = false): void {
+  const stdin = child.stdin;
+  if (!stdin) return;
+  stdin.on("error", () => undefined); // EPIPE: the child did not read all of it
+  if (input !== undefined && typeof input !== "string" && !Buffer.isBuffer(input)) {
+    const source = Readable.from(input);
+    source.on("error", () => stdin.destroy());
+    source.pipe(stdin, { end: !keepOpen });
+    return;
+  }
+  if (input !== undefined && input.length > 0) stdin.write(input);
+  if (!keepOpen) stdin.end();
+}
+
+/**
+ * Run `cmd args` to completion (or deadline, abort, output cap) and capture its output. Never throws: a
+ * non-zero exit, a kill and a failed start are all in the result.
+ */
 export async function runProcess(cmd: string, args: readonly string[], opts: ProcessOptions): Promise<ProcessResult> {
   const started = Date.now();
   let timedOut = false;
   let aborted = false;
-  let child: ResultPromise<{ detached: true }>;
+  let outputCapped = false;
+  const max = opts.maxOutputBytes ?? DEFAULT_MAX_PROCESS_OUTPUT_BYTES;
+  const failed = (err: NodeJS.ErrnoException): ProcessResult => ({
+    exitCode: 127,
+    stdout: "",
+    stderr: String(err.message ?? err),
+    durationMs: Date.now() - started,
+    timedOut,
+    aborted,
+    outputCapped,
+    spawnError: err,
+    signal: undefined,
+  });
+  let child: ChildProcess;
   try {
-    child = execa(cmd, args, {
-      detached: true,
-      reject: false,
-      input: opts.stdin ?? "",
-      cwd: opts.cwd,
-      env: opts.env,
-      extendEnv: opts.extendEnv ?? true,
-      maxBuffer: opts.maxOutputBytes ?? 64 * 1024 * 1024,
-      stripFinalNewline: false,
-      encoding: "utf8",
-      cleanup: true,
-    }) as ResultPromise<{ detached: true }>;
+    child = spawn(cmd, args, { detached: true, cwd: opts.cwd, env: childEnv(opts), stdio: ["pipe", "pipe", "pipe"] });
   } catch (err) {
-    return {
-      exitCode: 127,
-      stdout: "",
-      stderr: String(err),
-      durationMs: Date.now() - started,
-      timedOut,
-      aborted,
-      spawnError: err as NodeJS.ErrnoException,
-      signal: undefined,
-    };
+    return failed(err as NodeJS.ErrnoException);
   }
+  track(child.pid);
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  let outBytes = 0;
+  let errBytes = 0;
+  const cap = () => {
+    outputCapped = true;
+    killGroup(child.pid);
+  };
+  child.stdout!.on("data", (c: Buffer) => {
+    outBytes += c.length;
+    if (outBytes > max) return cap();
+    if (opts.onStdout) opts.onStdout(c);
+    else out.push(c);
+  });
+  child.stderr!.on("data", (c: Buffer) => {
+    opts.onStderr?.(c);
+    errBytes += c.length;
+    if (errBytes > max) return cap();
+    err.push(c);
+  });
+  feedStdin(child, opts.stdin);
   const timer = setTimeout(() => {
     timedOut = true;
     killGroup(child.pid);
@@ -90,39 +212,36 @@ export async function runProcess(cmd: string, args: readonly string[], opts: Pro
     killGroup(child.pid);
   });
   try {
-    const result = await child;
-    const spawnError =
-      result.failed && result.exitCode === undefined && !result.signal && (result.cause as NodeJS.ErrnoException | undefined)?.code
-        ? (result.cause as NodeJS.ErrnoException)
-        : undefined;
+    const { code, signal } = await whenDone(child);
     return {
-      exitCode: result.exitCode ?? (result.signal ? 128 + signalNumber(result.signal) : 1),
-      stdout: typeof result.stdout === "string" ? result.stdout : "",
-      stderr: typeof result.stderr === "string" ? result.stderr : "",
+      exitCode: exitCodeOf(code, signal),
+      stdout: Buffer.concat(out).toString("utf8"),
+      stderr: Buffer.concat(err).toString("utf8"),
       durationMs: Date.now() - started,
       timedOut,
       aborted,
-      spawnError,
-      signal: result.signal ?? undefined,
+      outputCapped,
+      spawnError: undefined,
+      signal: signal ?? undefined,
     };
+  } catch (e) {
+    return failed(e as NodeJS.ErrnoException);
   } finally {
     clearTimeout(timer);
     unlisten();
+    if (child.pid !== undefined) liveGroups.delete(child.pid);
   }
-}
-
-function signalNumber(sig: string): number {
-  const table: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15, SIGPIPE: 13 };
-  return table[sig] ?? 0;
 }
 
 /** A streamed process: stdout chunks are delivered as they arrive. */
 export interface StreamedProcess {
+  /** Resolves with the exit code (128 + n for signal n, 127 when it could not be started). */
   done: Promise<number>;
+  /** SIGKILL the process group. Idempotent. */
   kill(): void;
 }
 
-/** Start `cmd args` and stream stdout/stderr chunks to callbacks. */
+/** Start `cmd args` and stream stdout/stderr chunks to callbacks until it exits or is killed. */
 export function streamProcess(
   cmd: string,
   args: readonly string[],
@@ -130,32 +249,36 @@ export function streamProcess(
     cwd?: string | undefined;
     env?: Record<string, string | undefined> | undefined;
     extendEnv?: boolean | undefined;
-    stdin?: string | Buffer | undefined;
+    /** Written (or piped) to stdin, which is then closed, unless `keepStdinOpen`. */
+    stdin?: ProcessInput | undefined;
+    /** Keep stdin open until the process ends (a watchdog on the other side waits for its EOF). */
+    keepStdinOpen?: boolean | undefined;
     signal?: AbortSignal | undefined;
     onStdout: (chunk: Buffer) => void;
     onStderr?: ((chunk: Buffer) => void) | undefined;
   },
 ): StreamedProcess {
-  const child = execa(cmd, args, {
-    detached: true,
-    reject: false,
-    input: opts.stdin ?? "",
-    cwd: opts.cwd,
-    env: opts.env,
-    extendEnv: opts.extendEnv ?? true,
-    buffer: false,
-    encoding: "buffer",
-    cleanup: true,
-  });
-  child.stdout?.on("data", (c: Buffer) => opts.onStdout(c));
-  child.stderr?.on("data", (c: Buffer) => opts.onStderr?.(c));
+  let child: ChildProcess;
+  try {
+    child = spawn(cmd, args, { detached: true, cwd: opts.cwd, env: childEnv(opts), stdio: ["pipe", "pipe", "pipe"] });
+  } catch {
+    return { done: Promise.resolve(127), kill: () => undefined };
+  }
+  track(child.pid);
+  child.stdout!.on("data", (c: Buffer) => opts.onStdout(c));
+  child.stderr!.on("data", (c: Buffer) => opts.onStderr?.(c));
+  feedStdin(child, opts.stdin, opts.keepStdinOpen);
   const kill = () => killGroup(child.pid);
   const unlisten = onAbort(opts.signal, kill);
-  const done = child.then(
-    (r) => r.exitCode ?? (r.signal ? 128 + signalNumber(r.signal) : 1),
-    () => 1,
+  const done = whenDone(child).then(
+    ({ code, signal }) => exitCodeOf(code, signal),
+    () => 127,
   );
   // Removed when the process ends, so a follow loop's many restarts leave nothing on the signal.
-  void done.finally(unlisten);
+  void done.finally(() => {
+    unlisten();
+    child.stdin?.destroy();
+    if (child.pid !== undefined) liveGroups.delete(child.pid);
+  });
   return { done, kill };
 }

@@ -7,8 +7,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
-import { run, sleep } from "../helpers/proc.js";
+import { STANDIN, missingPrereqs, onPath, titled } from "../helpers/prereq.js";
+import { spawn } from "node:child_process";
+import { run, sleep, waitFor } from "../helpers/proc.js";
 import { tempDir } from "../helpers/test-root.js";
 
 const STANDIN_DIR = fileURLToPath(new URL("../../../scripts/limactl-standin/", import.meta.url));
@@ -27,6 +28,20 @@ interface Run {
 
 let limaHome = "";
 let workDir = "";
+
+/**
+ * The guest user the stand-in models (Lima's guest user is the host user; as root, which Lima refuses, the stand-in
+ * takes the user who ran sudo, else Lima's fallback user `lima`, uid 1000: pkg/osutil/user.go:92-96).
+ */
+const GUEST = (() => {
+  const su = process.env.SUDO_USER;
+  if (process.getuid?.() !== 0) return { name: os.userInfo().username, uid: process.getuid!() };
+  if (su && su !== "root" && Number(process.env.SUDO_UID) > 0) return { name: su, uid: Number(process.env.SUDO_UID) };
+  return { name: "lima", uid: 1000 };
+})();
+const GUEST_HOME = `/home/${GUEST.name}.guest`;
+/** Debian's PATH for a non-root login shell (/etc/profile): no sbin. */
+const DEBIAN_USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games";
 
 function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {
@@ -261,7 +276,7 @@ describe.skipIf(SKIP)(TITLE, () => {
       LimaHome: realHome,
       IdentityFile: path.join(realHome, "_config", "user"),
     });
-    expect(a.config.user).toEqual({ name: "root", comment: expect.any(String), home: "/home/root.guest", shell: "/bin/bash", uid: 0 });
+    expect(a.config.user).toEqual({ name: GUEST.name, comment: expect.any(String), home: GUEST_HOME, shell: "/bin/bash", uid: GUEST.uid });
     expect(a.config).toMatchObject({ vmType: "qemu", cpus: 2, memory: "1GiB", disk: "2GiB", ssh: { localPort: 0 } });
     expect(b.cpus).toBe(1); // the `cpus: 99` inside the provision script is not a top-level key
 
@@ -350,18 +365,18 @@ describe.skipIf(SKIP)(TITLE, () => {
   it("treats leading K=V args as environment assignments", async () => {
     const r = await limactl(["shell", "alpha", "FOO=x y", "BAR=$1;'q'", "bash", "-c", 'printf "%s|%s|%s" "$FOO" "$BAR" "$HOME"']);
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout).toBe("x y|$1;'q'|/home/root.guest");
+    expect(r.stdout).toBe(`x y|$1;'q'|${GUEST_HOME}`);
   });
 
   it("honours --workdir and otherwise starts in the guest home", async () => {
     expect((await limactl(["shell", "--workdir", "/tmp", "alpha", "pwd"])).stdout).toBe("/tmp\n");
-    expect((await limactl(["shell", "alpha", "pwd"])).stdout).toBe("/home/root.guest\n");
+    expect((await limactl(["shell", "alpha", "pwd"])).stdout).toBe(`${GUEST_HOME}\n`);
     const missing = await limactl(["shell", "--workdir", "/does/not/exist", "alpha", "pwd"]);
     expect(missing.status).toBe(1);
     expect(missing.stdout).toBe("");
     expect(missing.stderr).toContain("cd: /does/not/exist: No such file or directory");
-    const env = await sh("alpha", 'printf "%s %s %s %s" "$HOME" "$USER" "$SHELL" "$PATH"');
-    expect(env.stdout).toBe("/home/root.guest root /bin/bash /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    const env = await sh("alpha", 'printf "%s %s %s %s %s" "$HOME" "$USER" "$SHELL" "$PATH" "$LANG"');
+    expect(env.stdout).toBe(`${GUEST_HOME} ${GUEST.name} /bin/bash ${DEBIAN_USER_PATH} C.UTF-8`);
   });
 
   it("isolates processes and guest homes between VMs", async () => {
@@ -384,7 +399,7 @@ describe.skipIf(SKIP)(TITLE, () => {
     expect(bravoWho.status).not.toBe(0);
     expect(fs.readFileSync(path.join(limaHome, "alpha", "guest-home", "who"), "utf8")).toBe("alpha-was-here\n");
     expect(fs.existsSync(path.join(limaHome, "bravo", "guest-home", "who"))).toBe(false);
-    expect(fs.existsSync("/home/root.guest/who")).toBe(false); // not on the host
+    expect(fs.existsSync(`${GUEST_HOME}/who`)).toBe(false); // not on the host
     expect((await sh("alpha", "hostname")).stdout).toBe("lima-alpha\n");
   });
 
@@ -397,12 +412,126 @@ describe.skipIf(SKIP)(TITLE, () => {
     expect(inside.stdout).toContain("vm-init.sh");
     expect(inside.stdout).toContain(path.join(fs.realpathSync(limaHome), "alpha"));
     expect(inside.stdout).toContain("sleep 1000");
-    expect(inside.stdout).toContain("HOME=/home/root.guest");
+    expect(inside.stdout).toContain(`HOME=${GUEST_HOME}`);
     const other = await ssh("bravo", "ps -eo args");
     expect(other.status).toBe(0);
     expect(other.stdout).not.toContain("sleep 1000");
     // the multiplexed master socket lives where ssh.config says
     expect(fs.existsSync(path.join(limaHome, "alpha", "ssh.sock"))).toBe(true);
+  });
+
+  // ---- Where Lima differs from what a tool would assume (issue 12, lima-contract §10): each one modelled. ----
+
+  it("[issue 12, point 5] the guest user is not root: Lima's user, passwordless sudo, Debian's PATH, LANG from PAM", async () => {
+    const r = await sh("alpha", 'id -u; id -un; id -gn; echo "$HOME|$PATH|$LANG"; sudo -n id -u; getent passwd "$(id -un)" | cut -d: -f6,7; stat -c %U ~');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`${GUEST.uid}\n${GUEST.name}\n${GUEST.name}\n${GUEST_HOME}|${DEBIAN_USER_PATH}|C.UTF-8\n0\n${GUEST_HOME}:/bin/bash\n${GUEST.name}\n`);
+    // Lima's boot script keeps the pre-v2.1 home name as a symlink
+    expect((await sh("alpha", `readlink /home/${GUEST.name}.linux`)).stdout).toBe(`${GUEST.name}.guest\n`);
+    expect((await sh("alpha", "hostname -f 2>/dev/null || hostname")).stdout.trim()).toMatch(/^lima-alpha/);
+  });
+
+  it("[issue 12, point 5] /tmp is the guest's own", async () => {
+    const hostFile = path.join(os.tmpdir(), `host-only-${process.pid}`);
+    fs.writeFileSync(hostFile, "host\n");
+    try {
+      expect((await sh("alpha", `test -e ${hostFile} && echo seen || echo unseen`)).stdout).toBe("unseen\n");
+      expect((await sh("alpha", "echo guest > /tmp/guest-only && cat /tmp/guest-only")).stdout).toBe("guest\n");
+      expect(fs.existsSync("/tmp/guest-only")).toBe(false);
+      expect((await sh("bravo", "test -e /tmp/guest-only && echo seen || echo unseen")).stdout).toBe("unseen\n");
+    } finally {
+      fs.rmSync(hostFile, { force: true });
+    }
+  });
+
+  it("[issue 12, point 3] killing `limactl shell` on the host does not end the guest command", async () => {
+    const marker = `standin-orphan-${process.pid}`;
+    const child = spawn("limactl", ["--tty=false", "shell", "--workdir", "/", "alpha", "bash", "-c", `exec -a ${marker} sleep 300`], {
+      env: env(),
+      detached: true,
+      stdio: "ignore",
+    });
+    const exited = new Promise((resolve) => child.on("exit", resolve));
+    const inGuest = async () => (await sh("alpha", `ps -eo args | grep -c '^${marker}'`)).stdout.trim() === "1";
+    await waitFor(inGuest, { timeoutMs: 20_000, intervalMs: 100, what: `${marker} in the guest` });
+    process.kill(-child.pid!, "SIGKILL"); // limactl and its ssh, as a driver's deadline would
+    await exited;
+    await sleep(500);
+    expect(await inGuest()).toBe(true); // still running in the guest (lima cmd/limactl/shell.go:487-494)
+    expect((await sh("alpha", `pkill -f '^${marker}'; echo done`)).stdout).toBe("done\n");
+  });
+
+  it("[issue 12, point 4] sshd allows 10 sessions on the shared ControlMaster connection", async () => {
+    const results = await Promise.all(Array.from({ length: 14 }, () => sh("alpha", "sleep 1.5; echo ok")));
+    for (const r of results) expect(r.stdout).toBe("ok\n"); // ssh falls back to a new connection …
+    const refused = results.filter((r) => r.stderr.includes("Session open refused by peer"));
+    expect(refused.length).toBeGreaterThan(0); // … after the master's sshd refused the session
+    expect(refused.length).toBeLessThanOrEqual(14 - 9);
+  });
+
+  it("[issue 12, point 2] copy -r picks rsync when host and guest have it, with Lima's trailing slashes", async () => {
+    if (!onPath("rsync")) throw new Error("this test needs rsync on the host");
+    const out = path.join(workDir, "rsync-out");
+    fs.mkdirSync(out);
+    // pkg/copytool/rsync.go:155-166: with -r every path gets a trailing `/`, so a single file fails (exit 23)
+    const file = await limactl(["copy", "-r", "alpha:who", path.join(out, "who.txt")]);
+    expect(file.status).toBe(23);
+    expect(file.stderr).toMatch(/rsync/);
+    // --backend=scp keeps scp's meaning
+    const scp = await limactl(["copy", "--backend=scp", "-r", "alpha:who", path.join(out, "who.txt")]);
+    expect(scp.status, scp.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(out, "who.txt"), "utf8")).toBe("alpha-was-here\n");
+    // without rsync on the host, --backend=rsync is refused (copytool.go newRsyncTool)
+    const bin = path.join(workDir, "bin-without-rsync");
+    fs.mkdirSync(bin);
+    for (const tool of ["node", "ssh"]) fs.symlinkSync(`/usr/bin/${tool}`, path.join(bin, tool));
+    const noRsync = await limactl(["copy", "--backend=rsync", "alpha:who", path.join(out, "x")], { env: { PATH: `${STANDIN_DIR}:${bin}` } });
+    expect(noRsync.status).toBe(1);
+    expect(noRsync.stderr).toContain("rsync not found on host");
+  });
+
+  it("[issue 12, point 6] `errors` in list --json are Go error values, with their text in the stderr warning", async () => {
+    // a directory without lima.yaml: *fs.PathError
+    fs.mkdirSync(path.join(limaHome, "probe"));
+    // a garbage pid file: *strconv.NumError (Err is an errors.New value: {})
+    fs.mkdirSync(path.join(limaHome, "numerr"));
+    fs.writeFileSync(path.join(limaHome, "numerr", "lima.yaml"), TEMPLATE);
+    fs.writeFileSync(path.join(limaHome, "numerr", "ha.pid"), "abc\n");
+    // a host agent without its driver: errors.New → {}
+    fs.mkdirSync(path.join(limaHome, "halfway"));
+    fs.writeFileSync(path.join(limaHome, "halfway", "lima.yaml"), TEMPLATE);
+    const realDir = path.join(fs.realpathSync(limaHome), "halfway");
+    const agent = spawn("bash", ["-c", "sleep 300; exit 0", "unshare", realDir], { detached: true, stdio: "ignore" });
+    const cmdline = () => (fs.existsSync(`/proc/${agent.pid}/cmdline`) ? fs.readFileSync(`/proc/${agent.pid}/cmdline`, "utf8") : "");
+    await waitFor(() => cmdline().includes(realDir), { timeoutMs: 10_000, intervalMs: 20, what: "the fake host agent to run" });
+    fs.writeFileSync(path.join(limaHome, "halfway", "ha.pid"), `${agent.pid}\n`);
+    try {
+      const r = await limactl(["list", "--json", "halfway", "numerr", "probe"]);
+      expect(r.status, r.stderr).toBe(0);
+      const [halfway, numerr, probe] = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>);
+      expect(halfway).toMatchObject({ name: "halfway", status: "Broken", errors: [{}] });
+      expect(numerr).toMatchObject({ name: "numerr", status: "Broken", errors: [{ Func: "Atoi", Num: "abc", Err: {} }] });
+      expect(probe).toMatchObject({ name: "probe", status: "Broken", errors: [{ Op: "open", Path: path.join(fs.realpathSync(limaHome), "probe", "lima.yaml"), Err: 2 }] });
+      expect(r.stderr).toContain('msg="instance `halfway` has errors" errors="[host agent is running but driver is not]"');
+      expect(r.stderr).toContain('msg="instance `numerr` has errors" errors="[strconv.Atoi: parsing \\"abc\\": invalid syntax]"');
+      expect(r.stderr).toContain(`msg="instance \`probe\` has errors" errors="[open ${path.join(fs.realpathSync(limaHome), "probe", "lima.yaml")}: no such file or directory]"`);
+    } finally {
+      process.kill(agent.pid!, "SIGKILL");
+      for (const n of ["probe", "numerr", "halfway"]) fs.rmSync(path.join(limaHome, n), { recursive: true, force: true });
+    }
+  });
+
+  it("[issue 12, point 7] names are checked against macOS's 104-byte socket paths when the host is a Mac", async () => {
+    const home = fs.realpathSync(limaHome);
+    const n = 105 - (home.length + 2 + "ssh.sock.1234567890123456".length); // too long for 104, fine for 108
+    const name = `m${"x".repeat(n - 1)}`;
+    const mac = await limactl(["--tty=false", "create", "--name", name, "tiny.yaml"], { env: { LIMACTL_STANDIN_HOST_OS: "darwin" } });
+    expect(mac.status).toBe(1);
+    expect(mac.stderr).toContain(`instance name \`${name}\` too long`);
+    expect(mac.stderr).toContain("must be less than UNIX_PATH_MAX=104 characters, but is 105");
+    const linux = await limactl(["--tty=false", "create", "--name", name, "tiny.yaml"]);
+    expect(linux.status, linux.stderr).toBe(0);
+    expect((await limactl(["delete", name])).status).toBe(0);
   });
 
   it("restarts the sshd listener after it is killed", async () => {
@@ -425,7 +554,7 @@ describe.skipIf(SKIP)(TITLE, () => {
     expect(after[0]).not.toBe(before[0]);
   });
 
-  it("copies files and directories in both directions", async () => {
+  it("copies files and directories with real scp and rsync, Lima's way", async () => {
     const src = path.join(workDir, "src");
     fs.mkdirSync(path.join(src, "sub"), { recursive: true });
     fs.writeFileSync(path.join(src, "a.txt"), "file a\n");
@@ -436,8 +565,8 @@ describe.skipIf(SKIP)(TITLE, () => {
     expect((await sh("alpha", "cat ~/incoming.txt")).stdout).toBe("file a\n");
     expect(fs.readFileSync(path.join(limaHome, "alpha", "guest-home", "incoming.txt"), "utf8")).toBe("file a\n");
 
-    r = await limactl(["copy", src, "alpha:tree"]);
-    expect(r.status).not.toBe(0); // a directory needs -r
+    r = await limactl(["copy", "--backend=scp", src, "alpha:tree"]);
+    expect(r.status).not.toBe(0); // scp: a directory needs -r
 
     r = await limactl(["cp", "-r", src, "alpha:tree"]);
     expect(r.status, r.stderr).toBe(0);
@@ -449,9 +578,15 @@ describe.skipIf(SKIP)(TITLE, () => {
     expect(r.status, r.stderr).toBe(0);
     expect(fs.readFileSync(path.join(back, "who.txt"), "utf8")).toBe("alpha-was-here\n");
 
-    r = await limactl(["copy", "-r", "alpha:/home/root.guest/tree", back]);
+    // scp nests a directory copied into an existing one; rsync (auto, with rsync on both sides) merges it
+    r = await limactl(["copy", "--backend=scp", "-r", `alpha:${GUEST_HOME}/tree`, back]);
     expect(r.status, r.stderr).toBe(0);
     expect(fs.readFileSync(path.join(back, "tree", "sub", "b.txt"), "utf8")).toBe("file b\n");
+    const merged = path.join(workDir, "merged");
+    fs.mkdirSync(merged);
+    r = await limactl(["copy", "-r", `alpha:${GUEST_HOME}/tree`, merged]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(fs.readdirSync(merged).sort()).toEqual(["a.txt", "sub"]);
 
     r = await limactl(["copy", "alpha:no-such-file", back]);
     expect(r.status).not.toBe(0);
@@ -509,9 +644,6 @@ describe.skipIf(SKIP)(TITLE, () => {
     const shell = await limactl(["shell", "nope", "true"]);
     expect(shell.status).toBe(1);
     expect(shell.stderr).toContain('level=fatal msg="instance `nope` does not exist, run `limactl create nope` to create a new instance"');
-    const start = await limactl(["start", "nope"]);
-    expect(start.status).toBe(1);
-    expect(start.stderr).toContain("instance `nope` does not exist");
     const stop = await limactl(["stop", "nope"]);
     expect(stop.status).toBe(1);
     expect(stop.stderr).toContain(`open ${path.join(fs.realpathSync(limaHome), "nope", "lima.yaml")}: no such file or directory`);
@@ -519,6 +651,20 @@ describe.skipIf(SKIP)(TITLE, () => {
     expect(del.status).toBe(0);
     expect(del.stderr).toContain('level=warning msg="Ignoring non-existent instance `nope`"');
   });
+
+  it("[issue 12, point 1] start of a missing name creates it from template:default, as Lima does", async () => {
+    const r = await limactl(["--tty=false", "start", "newbie"], { timeout: 40_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain("Creating an instance `newbie` from template:default (Not from template:newbie)");
+    expect(r.stderr).toContain("This form is deprecated. Use `limactl create --name=newbie template:default` instead");
+    expect(r.stderr).toContain("READY.");
+    expect((await inspect("newbie")).status).toBe("Running");
+    expect(fs.readFileSync(path.join(limaHome, "newbie", "lima.yaml"), "utf8")).toContain("template:_default/mounts");
+    // the host home is mounted read-only, as template:_default/mounts does
+    const m = await sh("newbie", `findmnt -no OPTIONS ${JSON.stringify(os.homedir())}`);
+    expect(m.stdout).toMatch(/^ro\b/);
+    expect((await limactl(["delete", "-f", "newbie"])).status).toBe(0);
+  }, 60_000);
 
   it("deletes instances (running ones only with -f)", async () => {
     const bravoInit = (await inspect("bravo")).driverPID as number;

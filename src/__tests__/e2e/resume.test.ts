@@ -15,13 +15,12 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { engineExits, fabrik, hostPathOf, json, waitEngineExit, waitFor, type CliResult } from "../helpers/cli.js";
+import { engineExits, fabrik, guestHome, hostPathOf, json, waitEngineExit, waitFor, type CliResult } from "../helpers/cli.js";
 import { Gate } from "../helpers/gate.js";
 import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
 import { workerFleet, type Fleet } from "../helpers/worker-fleet.js";
 
 const skip = missingPrereqs(...STANDIN);
-const HOME = "/home/root.guest";
 
 interface LaunchJson {
   id: number;
@@ -79,6 +78,8 @@ console.log(JSON.stringify({ hash: h.digest("hex"), rows }));`;
 describe.skipIf(skip)(titled("run resume (real engines in a stand-in Lima VM)", skip), () => {
   let t: Fleet;
   let VM = "";
+  /** The guest home, from `limactl list --json` (the stand-in's guest user is not root). */
+  let HOME = "";
   const gates: Gate[] = [];
   const gate = () => {
     const g = new Gate();
@@ -162,6 +163,7 @@ describe.skipIf(skip)(titled("run resume (real engines in a stand-in Lima VM)", 
   beforeAll(async () => {
     t = await workerFleet({ thresholds: { engine_heartbeat_stale_ms: 2000 } });
     VM = t.vm;
+    HOME = await guestHome(t, VM);
   }, 600_000);
   afterAll(() => {
     for (const g of gates) g.dispose();
@@ -268,7 +270,11 @@ describe.skipIf(skip)(titled("run resume (real engines in a stand-in Lima VM)", 
   });
 
   it("0.32 failed run: refuses a missing workflow, a missing DB and a corrupt DB (nothing changed), then retries the failed task", async () => {
-    const cause = path.join(t.tmp, "cause-fixed");
+    // The guest reads this path through the test root's mount; its user is not root, so the folder must be readable.
+    const causeDir = path.join(t.tmp, "cause");
+    fs.mkdirSync(causeDir, { mode: 0o755 });
+    fs.chmodSync(t.tmp, 0o755);
+    const cause = path.join(causeDir, "cause-fixed");
     const run = await launch("examples/workflows/seq.tsx", { tasks: 4, sleepMs: 50, failAt: 3, failUnlessFile: cause });
     await waitEnded(run, "failed", 0);
     const wf = `${run.control_dir}/workflow/seq.tsx`;

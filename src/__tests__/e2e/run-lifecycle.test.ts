@@ -7,7 +7,7 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
-import { disposeTestEnv, fabrik, hostPathOf, json, localVmName, makeTestEnv, waitEngineExit, waitFor, type TestEnv } from "../helpers/cli.js";
+import { disposeTestEnv, fabrik, guestHome, hostPathOf, json, localVmName, makeTestEnv, waitEngineExit, waitFor, type TestEnv } from "../helpers/cli.js";
 import { REPO_ROOT } from "../helpers/fixtures.js";
 import { Gate } from "../helpers/gate.js";
 import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
@@ -109,7 +109,9 @@ describe.skipIf(skip)(titled("runs in stand-in Lima VMs with the real engine", s
     const g = gate();
     const run = await launch(t, W1, SEQ, { tasks: 6, sleepMs: 50, ...g.input });
     expect(run).toMatchObject({ vm: W1, smithers_run_id: `fabrik-${run.id}`, engine_version: "0.32.0" });
-    expect(run.control_dir).toMatch(new RegExp(`^/home/root\\.guest/work/${W1}/\\.runs/${run.id}-seq$`));
+    const home = await guestHome(t, W1); // the guest user's home, as limactl reports it (not root's)
+    expect(home).not.toMatch(/^\/root\b|\/root\.guest$/);
+    expect(run.control_dir).toBe(`${home}/work/${W1}/.runs/${run.id}-seq`);
     expect(run.db_path).toBe(`${run.control_dir}/.smithers/run-${run.id}.db`);
     // heartbeat.json is fresh while it runs and names both pids (the gate holds the run in step-1 meanwhile).
     // Wait on the host's view of the guest home (cheap), then read it through the VM.

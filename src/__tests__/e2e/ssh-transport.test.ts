@@ -2,7 +2,6 @@
 // against a stand-in Lima VM's REAL OpenSSH sshd (scripts/limactl-standin). Needs root (namespaces) and sshd.
 // One VM per file, in a private LIMA_HOME; it is powered off in afterAll.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -82,6 +81,24 @@ function killSshd(): number {
   return pids.length;
 }
 
+/**
+ * Run a shell script detached in the guest (its own session, started through `limactl shell`), so that killing the
+ * VM's sshd does not end it; resolves with its exit code, read from a status file it leaves in the guest home.
+ */
+async function detachedInGuest(script: string, ...args: string[]): Promise<number> {
+  const status = `.writer-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const wrapped = `( ${script} ); echo $? > "$HOME/${status}.tmp" && mv "$HOME/${status}.tmp" "$HOME/${status}"`;
+  const r = await limactl(["--tty=false", "shell", "--workdir", "/", VM, "sh", "-c", 'setsid sh -c "$0" "$@" </dev/null >/dev/null 2>&1 &', wrapped, "writer", ...args]);
+  if (r.status !== 0) throw new Error(`cannot start the writer in the guest: ${r.stderr}`);
+  const file = path.join(limaHome, VM, "guest-home", status);
+  const end = Date.now() + 60_000;
+  while (!fs.existsSync(file)) {
+    if (Date.now() > end) throw new Error(`the guest writer did not finish within 60 s (${file})`);
+    await sleep(50);
+  }
+  return Number(fs.readFileSync(file, "utf8").trim());
+}
+
 function rssMb(): number {
   return process.memoryUsage().rss / 1024 / 1024;
 }
@@ -105,6 +122,31 @@ async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Pr
   }
 }
 
+/** The guest user (from `limactl list --json`: not root, as on Lima) and its home. */
+let guest = { uid: 0, home: "" };
+
+/**
+ * A folder in the VM's guest home, owned by the guest user: `guest` is its path in the VM, `host` the same folder on
+ * this host (the stand-in keeps the guest home in `$LIMA_HOME/<vm>/guest-home`). The VM's /tmp is its own, and
+ * LIMA_HOME is not the guest user's, so test files shared with the guest live here.
+ */
+function guestFolder(sub: string): { guest: string; host: string } {
+  const host = path.join(limaHome, VM, "guest-home", sub);
+  fs.mkdirSync(host, { recursive: true });
+  let d = host;
+  while (d.startsWith(path.join(limaHome, VM, "guest-home") + "/")) {
+    fs.chownSync(d, guest.uid, guest.uid);
+    d = path.dirname(d);
+  }
+  return { guest: `${guest.home}/${sub}`, host };
+}
+
+/** Write a file into a {@link guestFolder}, owned by the guest user. */
+function writeGuestFile(hostPath: string, text: string): void {
+  fs.writeFileSync(hostPath, text);
+  fs.chownSync(hostPath, guest.uid, guest.uid);
+}
+
 function request(controlDir: string): ProbeRequest {
   return { v: 1, runs: [{ key: "7", control_dir: controlDir, db_path: null, smithers_run_id: null }] };
 }
@@ -126,6 +168,9 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
     expect(t).toBeDefined();
     target = t!;
     driver = new LimaDriver({ limactl: "limactl", cacheDir: path.join(limaHome, "_fabrik-cache") });
+    const user = (JSON.parse((await limactl(["list", "--json", VM])).stdout) as { config: { user: { uid: number; home: string } } }).config.user;
+    guest = { uid: user.uid, home: user.home };
+    expect(guest.uid).not.toBe(0);
     // Give the guest the repo's bun where the probe wrapper looks for an engine's bun (a VM without bun cannot
     // probe). The fixture engines (installed once under .cache/engines) bring it.
     await ensureFixtures();
@@ -137,15 +182,14 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
     const bun = candidates.find((c) => fs.existsSync(c));
     expect(bun, `a bun among ${candidates.join(", ")}`).toBeDefined();
     if (bun) {
-      const binDir = path.join(limaHome, VM, "guest-home/.fabrik/engines/test/.runtime/node_modules/.bin");
-      fs.mkdirSync(binDir, { recursive: true });
+      const binDir = guestFolder(".fabrik/engines/test/.runtime/node_modules/.bin").host;
       fs.symlinkSync(bun, path.join(binDir, "bun"));
     }
-    // A control dir the probe can look at (/tmp is shared with the guest).
-    controlDir = path.join(limaHome, "ctl");
-    fs.mkdirSync(path.join(controlDir, "reports"), { recursive: true });
-    fs.writeFileSync(path.join(controlDir, "exit_code"), "0\n");
-    fs.writeFileSync(path.join(controlDir, "reports/smithers.log"), "hello\n");
+    // A control dir the probe can look at, in the guest home.
+    const ctl = guestFolder("ctl/reports");
+    controlDir = path.dirname(ctl.guest);
+    writeGuestFile(path.join(path.dirname(ctl.host), "exit_code"), "0\n");
+    writeGuestFile(path.join(ctl.host, "smithers.log"), "hello\n");
   }, 600_000);
 
   afterAll(async () => {
@@ -266,9 +310,10 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
     cleanups.push(() => session.close());
     expect(session.kind).toBe("ssh");
 
-    const file = path.join(limaHome, "follow", "numbered.log");
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, "line 0 (before following)\n");
+    const folder = guestFolder("follow");
+    const file = `${folder.guest}/numbered.log`;
+    const hostFile = path.join(folder.host, "numbered.log");
+    writeGuestFile(hostFile, "line 0 (before following)\n");
     const received: Buffer[] = [];
     let lastOffset = 0;
     const follower: FileFollower = await session.followFile(file, 0, (chunk, newOffset) => {
@@ -277,14 +322,9 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
       lastOffset = newOffset;
     });
 
-    // The writer runs in the guest through `limactl shell` (nsenter), so killing sshd does not stop it.
+    // The writer runs detached in the guest (started through `limactl shell`), so killing sshd does not stop it.
     const lines = 4000;
-    const writer = spawn(
-      "limactl",
-      ["--tty=false", "shell", "--workdir", "/", VM, "sh", "-c", 'i=1; while [ $i -le "$2" ]; do echo "line $i of the numbered log"; i=$((i+1)); if [ $((i % 50)) -eq 0 ]; then sleep 0.02; fi; done >> "$1"', "writer", file, String(lines)],
-      { stdio: "ignore", env: process.env },
-    );
-    const writerDone = new Promise<number>((resolve) => writer.on("exit", (c) => resolve(c ?? -1)));
+    const writerDone = detachedInGuest('i=1; while [ $i -le "$2" ]; do echo "line $i of the numbered log"; i=$((i+1)); if [ $((i % 50)) -eq 0 ]; then sleep 0.02; fi; done >> "$1"', file, String(lines));
 
     // Probe once so the probe channel is open too, then kill every sshd of the VM twice while the log grows.
     await session.probe(request(controlDir), { timeoutMs: 10_000 });
@@ -297,7 +337,7 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
     expect(killSshd()).toBeGreaterThanOrEqual(2);
 
     expect(await writerDone).toBe(0);
-    const expected = fs.readFileSync(file);
+    const expected = fs.readFileSync(hostFile);
     await waitFor(() => lastOffset >= expected.length, 30_000, "the follower to catch up");
     await sleep(300);
     const got = Buffer.concat(received);
@@ -319,10 +359,10 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
     const io = memoryIo();
     const ctx = await createContext({ io, env });
     cleanups.push(() => ctx.close());
-    const dir = path.join(limaHome, "attach-ctl");
-    fs.mkdirSync(path.join(dir, "reports"), { recursive: true });
-    const log = path.join(dir, "reports", "smithers.log");
-    fs.writeFileSync(log, "begin\n");
+    const reports = guestFolder("attach-ctl/reports");
+    const dir = path.dirname(reports.guest);
+    const log = path.join(reports.host, "smithers.log");
+    writeGuestFile(log, "begin\n");
     const rec = ctx.registry().insertRun({
       vm: VM,
       driver: "lima",
@@ -335,16 +375,11 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
     const attached = attachRun(ctx, { id: rec.id, tail: 50, follow: true, exitStatus: true });
     await waitFor(() => io.out().includes("begin\n"), 20_000, "the tail");
     const lines = 3000;
-    const writer = spawn(
-      "limactl",
-      [
-        "--tty=false", "shell", "--workdir", "/", VM, "sh", "-c",
-        'i=1; while [ $i -le "$2" ]; do echo "attach line $i"; i=$((i+1)); if [ $((i % 100)) -eq 0 ]; then sleep 0.05; fi; done >> "$1/reports/smithers.log"; echo 1 > "$1/exit_code"',
-        "writer", dir, String(lines),
-      ],
-      { stdio: "ignore", env: process.env },
+    const writerDone = detachedInGuest(
+      'i=1; while [ $i -le "$2" ]; do echo "attach line $i"; i=$((i+1)); if [ $((i % 100)) -eq 0 ]; then sleep 0.05; fi; done >> "$1/reports/smithers.log"; echo 1 > "$1/exit_code"',
+      dir,
+      String(lines),
     );
-    const writerDone = new Promise<number>((resolve) => writer.on("exit", (c) => resolve(c ?? -1)));
     await waitFor(() => io.out().length > 5_000, 20_000, "followed output");
     expect(killSshd()).toBeGreaterThanOrEqual(2);
     await waitFor(() => /reconnected/.test(io.err()), 20_000, "a reconnect");

@@ -5,7 +5,7 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
-import { disposeTestEnv, fabrik, json, localVmName, makeTestEnv, type TestEnv } from "../helpers/cli.js";
+import { disposeTestEnv, fabrik, guestHome, guestUserOf, json, localVmName, makeTestEnv, type TestEnv } from "../helpers/cli.js";
 import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
 
 const skip = missingPrereqs(...STANDIN);
@@ -55,7 +55,11 @@ describe.skipIf(skip)(titled("vm walkthrough (lima driver, stand-in limactl)", s
       ["alpha", "Running", "lima", 0],
       ["beta", "Running", "lima", 0],
     ]);
-    expect(rows[0]!.guest_home).toBe("/home/root.guest");
+    // The guest home is the guest user's, as limactl reports it; that user is not root (as on Lima).
+    const user = await guestUserOf(t, "alpha");
+    expect(user.uid).not.toBe(0);
+    expect(rows[0]!.guest_home).toBe(user.home);
+    expect(user.home).toBe(`/home/${user.name}.guest`);
     expect((await fabrik(t, ["vm", "list", "-q"])).stdout).toBe("alpha\nbeta\n");
   });
 
@@ -80,7 +84,10 @@ describe.skipIf(skip)(titled("vm walkthrough (lima driver, stand-in limactl)", s
     expect(psAlpha.stdout).toContain("sleep 300");
     // Separate guest homes with the same path.
     await fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "echo a > ~/marker"]);
-    expect((await fabrik(t, ["vm", "shell", "beta", "--", "cat", "/home/root.guest/marker"])).code).not.toBe(0);
+    const home = await guestHome(t, "alpha");
+    expect(await guestHome(t, "beta")).toBe(home);
+    expect((await fabrik(t, ["vm", "shell", "alpha", "--", "cat", `${home}/marker`])).stdout).toBe("a\n");
+    expect((await fabrik(t, ["vm", "shell", "beta", "--", "cat", `${home}/marker`])).code).not.toBe(0);
   });
 
   it("stops one VM (Stopped, its processes gone) and deletes it", async () => {
@@ -114,6 +121,9 @@ describe.skipIf(skip)(titled("vm walkthrough (lima driver, stand-in limactl)", s
       { args: ["vm", "create", "gamma", "--no-engine"], code: 7, msg: /Lima 1\.0\.0 is too old/, env: { ...t.env, LIMACTL_STANDIN_VERSION: "1.0.0", FABRIK_HOME: path.join(t.tmp, "fh-old") } },
       { args: ["vm", "list"], code: 2, msg: /unknown|Unknown/, env: undefined },
       { args: ["vm", "create", "gamma", "--template", "/nonexistent.yaml"], code: 1, msg: /cannot read template/ },
+      // `limactl start typo` would CREATE typo from template:default (lima cmd/limactl/start.go:316-322), as the
+      // stand-in does: fabrik checks first and creates nothing.
+      { args: ["vm", "start", "typo"], code: 4, msg: /VM typo does not exist/ },
     ];
     cases[5]!.args = ["vm", "list", "--bogus"];
     for (const c of cases) {
@@ -129,6 +139,28 @@ describe.skipIf(skip)(titled("vm walkthrough (lima driver, stand-in limactl)", s
     fs.rmSync(path.join(t.tmp, "config.json"));
     expect((await fabrik(t, ["vm", "list", "--json"])).stdout).toBe(before);
     expect(fs.existsSync(path.join(t.limaHome, "gamma"))).toBe(false);
+    expect(fs.existsSync(path.join(t.limaHome, "typo"))).toBe(false);
+  });
+
+  it("a name too long for Lima's socket paths on macOS is refused before limactl creates anything", async () => {
+    // $LIMA_HOME/<name>/ssh.sock.1234567890123456 must stay under 104 bytes on macOS (lima
+    // pkg/osutil/osutil_others.go:14), 108 on Linux (osutil_linux.go:12); pick a name between the two limits.
+    const home = fs.realpathSync(t.limaHome);
+    const n = 105 - (home.length + 1 + 1 + "ssh.sock.1234567890123456".length);
+    expect(n).toBeGreaterThan(3);
+    const name = `m${"x".repeat(n - 1)}`;
+    const calls = path.join(t.tmp, "calls-darwin.jsonl");
+    const mac = { ...t.env, LIMACTL_STANDIN_HOST_OS: "darwin", LIMACTL_STANDIN_CALL_LOG: calls };
+    const r = await fabrik(t, ["vm", "create", name, "--no-engine"], { env: mac });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/too long for Lima.*104/);
+    const argvs = fs.readFileSync(calls, "utf8").trim().split("\n").map((l) => (JSON.parse(l) as { argv: string[] }).argv);
+    expect(argvs.some((a) => a.includes("create"))).toBe(false);
+    expect(fs.existsSync(path.join(t.limaHome, name))).toBe(false);
+    // The same name fits Linux's limit.
+    const linux = await fabrik(t, ["vm", "create", name, "--no-engine"]);
+    expect(linux.code, linux.stderr).toBe(0);
+    expect((await fabrik(t, ["vm", "delete", "--force", name])).code).toBe(0);
   });
 });
 

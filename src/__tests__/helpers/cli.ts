@@ -60,9 +60,18 @@ export interface TestEnv {
   tmp: string;
 }
 
-/** The environment for FABRIK_HOME `fabrikHome`, LIMA_HOME `limaHome`, config file `config`. */
+/**
+ * The environment for FABRIK_HOME `fabrikHome`, LIMA_HOME `limaHome`, config file `config`.
+ *
+ * Stand-in VMs of this LIMA_HOME get this run's temp root as a writable Lima mount (`_config/override.yaml`, as a
+ * Lima user would share a folder): their /tmp is their own, and the mount is how they see test folders such as a
+ * {@link Gate}'s at the same path as the host.
+ */
 export function envFor(fabrikHome: string, limaHome: string, config: string, tmp: string): TestEnv {
   fs.mkdirSync(limaHome, { recursive: true });
+  fs.mkdirSync(path.join(limaHome, "_config"), { recursive: true });
+  const override = path.join(limaHome, "_config", "override.yaml");
+  if (!fs.existsSync(override)) fs.writeFileSync(override, `mounts:\n- location: ${JSON.stringify(testRoot())}\n  writable: true\n`);
   fs.mkdirSync(SHARED_PKG_CACHE, { recursive: true });
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -192,18 +201,51 @@ export function startFabrik(t: TestEnv, args: string[], opts: { timeoutMs?: numb
   return { out: () => out, err: () => err, exited, kill: (s = "SIGTERM") => p.kill(s) };
 }
 
-/** The stand-in's guest home path (the host user is the guest user: root). */
-export const STANDIN_GUEST_HOME = "/home/root.guest";
+/** A stand-in VM's guest user as `limactl list --json` reports it (`config.user`). */
+export interface GuestUser {
+  name: string;
+  uid: number;
+  /** The guest home (`config.user.home`), e.g. `/home/lima.guest`. */
+  home: string;
+}
+
+/** Guest users of stand-in VMs, learnt from `limactl list --json`, by `<LIMA_HOME>/<vm>`. */
+const guestUsers = new Map<string, GuestUser>();
+
+/**
+ * The guest user of stand-in VM `vm` (name, uid, home), from `limactl list --json vm` — never assumed: the stand-in
+ * models Lima's guest user, which is not root. Remembered per VM, so {@link hostPathOf} can map paths afterwards.
+ */
+export async function guestUserOf(t: TestEnv, vm: string): Promise<GuestUser> {
+  const key = path.join(t.limaHome, vm);
+  const known = guestUsers.get(key);
+  if (known) return known;
+  const r = await limactl(t, ["list", "--json", vm]);
+  if (r.code !== 0) throw new Error(`limactl list --json ${vm}: exit ${r.code}: ${r.stderr}`);
+  const user = (JSON.parse(r.stdout.trim().split("\n")[0]!) as { config?: { user?: { name?: string; uid?: number; home?: string } } }).config?.user;
+  if (!user?.name || user.uid === undefined || !user.home) throw new Error(`limactl list --json ${vm} has no config.user: ${r.stdout.slice(0, 500)}`);
+  const u = { name: user.name, uid: user.uid, home: user.home };
+  guestUsers.set(key, u);
+  return u;
+}
+
+/** The guest home of stand-in VM `vm` (see {@link guestUserOf}). */
+export async function guestHome(t: TestEnv, vm: string): Promise<string> {
+  return (await guestUserOf(t, vm)).home;
+}
 
 /**
  * Where a VM's file is on this host: a stand-in VM's guest home is the folder `$LIMA_HOME/<vm>/guest-home`
  * (bind-mounted inside the VM), and a local VM's paths are host paths already. Tests read VM files this way
- * only to WAIT cheaply (a file appears); what they assert about a VM they read through fabrik.
+ * only to WAIT cheaply (a file appears); what they assert about a VM they read through fabrik. For a stand-in VM,
+ * call {@link guestUserOf} (or {@link guestHome}) once first: the guest home is learnt from limactl, not assumed.
  */
 export function hostPathOf(t: TestEnv, vm: string, guestPath: string): string {
-  if (guestPath === STANDIN_GUEST_HOME || guestPath.startsWith(`${STANDIN_GUEST_HOME}/`)) {
-    return path.join(t.limaHome, vm, "guest-home", guestPath.slice(STANDIN_GUEST_HOME.length));
-  }
+  const standin = fs.existsSync(path.join(t.limaHome, vm, "lima.yaml"));
+  if (!standin) return guestPath;
+  const home = guestUsers.get(path.join(t.limaHome, vm))?.home;
+  if (!home) throw new Error(`hostPathOf: the guest home of stand-in VM ${vm} is not known yet: await guestHome(t, ${JSON.stringify(vm)}) first`);
+  if (guestPath === home || guestPath.startsWith(`${home}/`)) return path.join(t.limaHome, vm, "guest-home", guestPath.slice(home.length));
   return guestPath;
 }
 
@@ -222,6 +264,7 @@ export function engineExits(t: TestEnv, vm: string, controlDir: string): number 
  * the host), so a test then asks fabrik about the run once instead of polling the CLI all along.
  */
 export async function waitEngineExit(t: TestEnv, vm: string, controlDir: string, after = 0, timeoutMs = 120_000): Promise<void> {
+  if (fs.existsSync(path.join(t.limaHome, vm, "lima.yaml"))) await guestUserOf(t, vm);
   const log = hostPathOf(t, vm, `${controlDir}/reports/smithers.log`);
   await waitFor(() => engineExits(t, vm, controlDir) > after, {
     timeoutMs,

@@ -8,7 +8,7 @@
 import fs from "node:fs";
 import path from "node:path";
 
-export type Prereq = "root" | "sshd" | "unshare" | "nsenter" | "ssh" | "ssh-keygen" | "tar" | "tail" | "flock" | "shellcheck" | "tmux" | "python3" | "bash" | "pgrep";
+export type Prereq = "root" | "sshd" | "unshare" | "nsenter" | "ssh" | "ssh-keygen" | "scp" | "rsync" | "sudo" | "tar" | "tail" | "flock" | "shellcheck" | "tmux" | "python3" | "bash" | "pgrep";
 
 const HINTS: Record<Prereq, string> = {
   root: "needs root (the Lima stand-in uses pid/mount namespaces)",
@@ -17,6 +17,9 @@ const HINTS: Record<Prereq, string> = {
   nsenter: "needs nsenter (util-linux)",
   ssh: "needs ssh (openssh-client)",
   "ssh-keygen": "needs ssh-keygen (openssh-client)",
+  scp: "needs scp (openssh-client)",
+  rsync: "needs rsync (apt-get install rsync): the stand-in's `limactl copy` uses it as Lima does when host and guest have it",
+  sudo: "needs sudo (apt-get install sudo): the stand-in's guest user has passwordless sudo, as on Lima",
   tar: "needs tar",
   tail: "needs tail (coreutils)",
   flock: "needs flock (util-linux)",
@@ -48,6 +51,8 @@ function present(p: Prereq): boolean {
       return fs.existsSync("/usr/sbin/sshd");
     case "python3":
       return fs.existsSync("/usr/bin/python3");
+    case "sudo":
+      return onPath("sudo") && fs.existsSync("/etc/sudoers.d");
     default:
       return onPath(p);
   }
@@ -72,5 +77,8 @@ export function titled(title: string, skip: string | false): string {
   return skip ? `${title} (skipped: ${skip})` : title;
 }
 
-/** The prerequisites of the Lima stand-in (VMs in namespaces with a real sshd). */
-export const STANDIN: Prereq[] = ["root", "sshd", "unshare", "nsenter", "ssh", "ssh-keygen", "tar"];
+/**
+ * The prerequisites of the Lima stand-in (VMs in namespaces with a real sshd; `limactl copy` with real scp and rsync;
+ * a guest user with sudo).
+ */
+export const STANDIN: Prereq[] = ["root", "sshd", "unshare", "ssh", "ssh-keygen", "scp", "rsync", "sudo", "tar"];

@@ -20,7 +20,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { expect } from "vitest";
-import { envFor, fabrik, json, localVmName, makeTestEnv, type TestEnv } from "./cli.js";
+import { REPO_ROOT } from "./fixtures.js";
+import { envFor, fabrik, guestUserOf, json, limactl, localVmName, makeTestEnv, type TestEnv } from "./cli.js";
 import { run, sleep } from "./proc.js";
 import { tempDir, testRoot } from "./test-root.js";
 
@@ -43,12 +44,13 @@ export async function workerFleet(config: Record<string, unknown> = {}): Promise
   const configFile = path.join(own.tmp, "config.json");
   fs.writeFileSync(configFile, JSON.stringify(config));
   const t = envFor(path.join(dir, "fh"), path.join(dir, "lh"), configFile, own.tmp);
+  t.env.FABRIK_ENGINE_CACHE_DIR = await guestPkgCache(await standinGuestUid());
   const ready = path.join(dir, "ready");
   if (!fs.existsSync(ready)) {
     const seed = await engineSeed();
     const r = await fabrik(t, ["vm", "create", FLEET_VM, "--no-engine"], { timeoutMs: 600_000 });
     expect(r.code, `creating the worker's shared VM: ${r.stderr}`).toBe(0);
-    await copyEnginesFrom(seed, path.join(t.limaHome, FLEET_VM, "guest-home"));
+    await copyEnginesFrom(seed, path.join(t.limaHome, FLEET_VM, "guest-home"), (await guestUserOf(t, FLEET_VM)).uid);
     fs.writeFileSync(ready, new Date().toISOString());
   } else {
     const rows = json<{ name: string; status: string }[]>(await fabrik(t, ["vm", "list", "--json"]));
@@ -108,13 +110,19 @@ async function engineSeed(): Promise<string> {
   }
 }
 
-/** Hard-link the engine installs under guest home `fromHome` into guest home `toHome` (host paths). */
-async function copyEnginesFrom(fromHome: string, toHome: string): Promise<void> {
+/**
+ * Hard-link the engine installs under guest home `fromHome` into guest home `toHome` (host paths), owned by the
+ * guest user `uid` as if that user had installed them. Hard links share their inode, so the source's files change
+ * owner too: every stand-in VM has the same guest user, and the seed's local VM runs as root, which reads anything.
+ */
+async function copyEnginesFrom(fromHome: string, toHome: string, uid: number): Promise<void> {
   const src = path.join(fromHome, ".fabrik", "engines");
   const dst = path.join(toHome, ".fabrik");
   fs.mkdirSync(dst, { recursive: true });
   const r = await run("cp", ["-al", src, dst], { timeoutMs: 120_000 });
   expect(r.code, `cp -al ${src} ${dst}: ${r.stderr}`).toBe(0);
+  const c = await run("chown", ["-R", `${uid}:${uid}`, dst], { timeoutMs: 120_000 });
+  expect(c.code, `chown -R ${uid} ${dst}: ${c.stderr}`).toBe(0);
 }
 
 /** A second registry (FABRIK_HOME) in this file's scratch folder, for tests that import runs elsewhere. */
@@ -129,5 +137,40 @@ export function otherHome(t: TestEnv, name: string): TestEnv {
  * per extra VM. The install path itself is exercised by the engine seed and the first 0.5.0 run in a VM.
  */
 export async function copyEngines(t: TestEnv, from: string, to: string): Promise<void> {
-  await copyEnginesFrom(path.join(t.limaHome, from, "guest-home"), path.join(t.limaHome, to, "guest-home"));
+  await copyEnginesFrom(path.join(t.limaHome, from, "guest-home"), path.join(t.limaHome, to, "guest-home"), (await guestUserOf(t, to)).uid);
+}
+
+let guestUid: Promise<number> | undefined;
+
+/**
+ * The uid of the stand-in's guest user, asked from the stand-in itself (a throw-away instance's `config.user.uid`
+ * in a scratch LIMA_HOME), so the package cache can be given to that user before the first VM exists.
+ */
+export function standinGuestUid(): Promise<number> {
+  guestUid ??= (async () => {
+    const scratch = makeTestEnv("guest-uid-");
+    const tpl = path.join(scratch.tmp, "probe.yaml");
+    fs.writeFileSync(tpl, "cpus: 1\n");
+    const c = await limactl(scratch, ["--tty=false", "create", "--name", "probe", tpl]);
+    if (c.code !== 0) throw new Error(`limactl create (to learn the guest user): ${c.stderr}`);
+    const uid = (await guestUserOf(scratch, "probe")).uid;
+    fs.rmSync(scratch.tmp, { recursive: true, force: true });
+    return uid;
+  })();
+  return guestUid;
+}
+
+/**
+ * The package cache engine installs use inside stand-in VMs (`engine.cache_dir`): the guest user runs npm and bun
+ * there, and it is not root, so it gets a cache of its own that it owns (`.cache/shared-pkg-cache-uid<uid>`,
+ * persistent like SHARED_PKG_CACHE, which local VMs — host processes — keep using).
+ */
+export async function guestPkgCache(uid: number): Promise<string> {
+  const dir = path.join(REPO_ROOT, ".cache", `shared-pkg-cache-uid${uid}`);
+  fs.mkdirSync(dir, { recursive: true });
+  if (fs.statSync(dir).uid !== uid) {
+    const r = await run("chown", ["-R", `${uid}:${uid}`, dir], { timeoutMs: 120_000 });
+    expect(r.code, `chown -R ${uid} ${dir}: ${r.stderr}`).toBe(0);
+  }
+  return dir;
 }

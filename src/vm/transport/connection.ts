@@ -17,6 +17,7 @@ import fs from "node:fs";
 import type { Client, ClientChannel } from "ssh2";
 import { InterruptedError, RemoteError, VmUnavailableError } from "../../core/errors.js";
 import type { SshTarget } from "../driver.js";
+import { killArgv } from "../remote-group.js";
 import { retryUntil } from "../retry.js";
 import { shellJoin } from "../shell-quote.js";
 
@@ -61,12 +62,6 @@ export function errorText(err: unknown): string {
   }
   return String(err);
 }
-
-/**
- * `sh -c KILL_SCRIPT fabrik-kill PID`: SIGKILL PID and the process group it leads. The group goes through the
- * external `kill` (procps/util-linux/busybox), because dash's builtin accepts neither `--` nor a negative pid.
- */
-export const KILL_SCRIPT = `kill -s KILL "$1" 2>/dev/null; env kill -s KILL -- "-$1" 2>/dev/null; exit 0`;
 
 /** One VM's SSH connection. Create it, open channels on it, {@link close} it when done. */
 export class SshConnection {
@@ -323,11 +318,11 @@ export class SshConnection {
     }
   }
 
-  /** Best effort: SIGKILL a remote pid and its process group through another channel. Never throws. */
+  /** Best effort: SIGKILL a remote pid and its process group through another channel (remote-group.ts). Never throws. */
   killRemote(pid: number): void {
     const c = this.client;
     if (!c || this.closedFlag) return;
-    this.openExec(c, shellJoin(["sh", "-c", KILL_SCRIPT, "fabrik-kill", String(pid)]), Date.now() + 5_000, 5_000).then(
+    this.openExec(c, shellJoin(killArgv(pid)), Date.now() + 5_000, 5_000).then(
       (ch) => {
         ch.on("close", () => undefined);
         ch.on("error", () => undefined);

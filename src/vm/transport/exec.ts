@@ -6,39 +6,12 @@
 import { InterruptedError, RemoteError, VmUnavailableError } from "../../core/errors.js";
 import { onAbort } from "../abort.js";
 import type { ExecResult, StreamHandle } from "../driver.js";
+import { RemotePidReader, STREAM_WATCHDOG, withPidPreamble } from "../remote-group.js";
 import { shellJoin } from "../shell-quote.js";
 import type { SshConnection } from "./connection.js";
 
 /** Default cap on the captured stdout/stderr of {@link execOverSsh}, bytes per stream. */
 export const DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
-
-/**
- * `sh -c STREAM_WATCHDOG fabrik-stream CMD ARGS…` runs CMD with stdin closed and kills it (SIGTERM) as soon as
- * the channel's stdin reaches EOF — which happens when the channel is closed by the host or when the SSH
- * connection dies (sshd's pipes close). Without it a `tail -F` whose reader vanished would live on in the VM
- * until its next write. The watchdog's own output goes to /dev/null so it never holds the channel open.
- * The exit status is CMD's.
- */
-export const STREAM_WATCHDOG = [
-  // A background list gets /dev/null as stdin (no job control), so keep the channel's stdin on fd 3.
-  "exec 3<&0",
-  '"$@" </dev/null 3<&- &',
-  "p=$!",
-  '{ cat <&3; kill -TERM "$p"; } >/dev/null 2>&1 &',
-  "w=$!",
-  "exec 3<&-",
-  'wait "$p"; rc=$?',
-  'kill "$w" 2>/dev/null',
-  'exit "$rc"',
-].join("\n");
-
-/**
- * `sh -c EXEC_PREAMBLE fabrik-exec CMD ARGS…` prints `fabrik-pid <pid>` as the first stderr line, then execs CMD
- * (same pid). On a deadline or abort the transport kills that pid and its process group (sshd starts each session
- * in a new session/process group) through a second channel; the line is removed from the stderr it returns.
- * OpenSSH ignores the SSH "signal" request, so this is how a remote command is really stopped.
- */
-export const EXEC_PREAMBLE = `printf 'fabrik-pid %s\\n' "$$" >&2; exec "$@"`;
 
 /** Options of {@link execOverSsh}. */
 export interface SshExecOptions {
@@ -79,11 +52,10 @@ export async function execOverSsh(conn: SshConnection, argv: readonly string[], 
   const deadlineAt = started + opts.timeoutMs;
   conn.assertOpen();
   if (opts.signal?.aborted) throw new InterruptedError();
-  const ch = await conn.openChannel(shellJoin(["sh", "-c", EXEC_PREAMBLE, "fabrik-exec", ...argv]), what, deadlineAt, opts.timeoutMs);
+  const ch = await conn.openChannel(shellJoin(withPidPreamble(argv)), what, deadlineAt, opts.timeoutMs);
   const max = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
-  let remotePid: number | undefined;
-  /** stderr bytes before the `fabrik-pid` line has been seen (at most a line). */
-  let head: Buffer | undefined = Buffer.alloc(0);
+  /** Takes the `fabrik-pid` line out of stderr. */
+  const pidLine = new RemotePidReader();
   return await new Promise<ExecResult>((resolve, reject) => {
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -106,7 +78,7 @@ export async function execOverSsh(conn: SshConnection, argv: readonly string[], 
       if (settled) return;
       finish(e);
       ch.close();
-      if (remotePid !== undefined) conn.killRemote(remotePid);
+      if (pidLine.pid !== undefined) conn.killRemote(pidLine.pid);
     };
     const timer = setTimeout(() => {
       fail(new VmUnavailableError(vm, `VM ${vm}: ${what} did not finish within ${opts.timeoutMs} ms`, "the VM may be hung; try again"));
@@ -118,16 +90,7 @@ export async function execOverSsh(conn: SshConnection, argv: readonly string[], 
       out.push(chunk);
     });
     ch.stderr.on("data", (data: Buffer) => {
-      let chunk = data;
-      if (head !== undefined) {
-        head = Buffer.concat([head, chunk]);
-        const nl = head.indexOf(10);
-        if (nl < 0 && head.length < 64) return;
-        const m = /^fabrik-pid (\d+)$/.exec(head.subarray(0, Math.max(nl, 0)).toString("latin1"));
-        if (m) remotePid = Number(m[1]);
-        chunk = m ? head.subarray(nl + 1) : head;
-        head = undefined;
-      }
+      const chunk = pidLine.feed(data);
       if (chunk.length === 0) return;
       errBytes += chunk.length;
       if (errBytes > max) return fail(new RemoteError(vm, what, `error output larger than ${max} bytes`));
@@ -140,7 +103,7 @@ export async function execOverSsh(conn: SshConnection, argv: readonly string[], 
       if (exitCode === undefined) {
         return finish(new VmUnavailableError(vm, `VM ${vm}: the SSH connection was lost while running ${what}`, "the command may or may not have completed; check and retry"));
       }
-      if (head !== undefined && head.length > 0) err.push(head);
+      err.push(pidLine.flush());
       finish(undefined, { exitCode, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8"), durationMs: Date.now() - started });
     });
     ch.on("error", (e: Error) => fail(e));

@@ -10,8 +10,9 @@ import { SshConnection, type SshConnectionOptions } from "./connection.js";
 import { execOverSsh, streamOverSsh, type SshExecOptions, type SshStreamOptions } from "./exec.js";
 import { SshProbeService } from "./probe-channel.js";
 
-export { KILL_SCRIPT, RECONNECT_BACKOFF, SshConnection, type SshConnectionOptions, type SshTargetSource } from "./connection.js";
-export { DEFAULT_MAX_OUTPUT_BYTES, EXEC_PREAMBLE, STREAM_WATCHDOG, type SshExecOptions, type SshStreamOptions } from "./exec.js";
+export { RECONNECT_BACKOFF, SshConnection, type SshConnectionOptions, type SshTargetSource } from "./connection.js";
+export { DEFAULT_MAX_OUTPUT_BYTES, type SshExecOptions, type SshStreamOptions } from "./exec.js";
+export { EXEC_PREAMBLE, KILL_SCRIPT, STREAM_WATCHDOG } from "../remote-group.js";
 export { MAX_PROBE_LINE_BYTES } from "./probe-channel.js";
 
 /** Options of an {@link SshTransport}. */
