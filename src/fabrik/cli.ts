@@ -45,6 +45,11 @@ interface RunState {
   exitCode: number;
 }
 
+/** The one piece of yargs' internals fabrik touches (see {@link buildParser}). */
+interface YargsInternals {
+  getInternalMethods(): { getUsageInstance(): { cacheHelpMessage: () => void } };
+}
+
 /** Wrap a command spec as a yargs handler: context, handler, output, cleanup. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function handlerFor(spec: CommandSpec<any, any>, state: RunState) {
@@ -89,6 +94,11 @@ export async function buildParser(argv: string[], state: RunState): Promise<Argv
     .version(VERSION)
     .option("json", { type: "boolean", default: false, describe: "print data as JSON on stdout (warnings and progress go to stderr)", global: true })
     .option("color", { choices: ["auto", "always", "never"] as const, default: "auto" as ColorMode, describe: "colour output (honours NO_COLOR and FORCE_COLOR)", global: true });
+  // yargs renders the whole help text right after it starts a subcommand's handler, in case the handler fails and
+  // the help is to be printed (yargs' command.js: cacheHelpMessage). fabrik never prints help on a failure (.fail()
+  // below throws), and the render cost ~15 ms of every command's start-up (cliui's layout). It is skipped; --help
+  // renders as before. The instance is the one yargs keeps across its command resets.
+  (y as unknown as YargsInternals).getInternalMethods().getUsageInstance().cacheHelpMessage = () => undefined;
 
   for (const group of COMMAND_TREE) {
     y = y.command(group.command, group.describe, (g: Argv) => {
