@@ -229,17 +229,23 @@ async function emitList(ctx: Context, r: ListResult): Promise<number> {
   const io = ctx.io;
   for (const w of r.warnings ?? []) io.stderr.write(`${io.errColor.yellow("warning:")} ${sanitizeLine(w, 2000)}\n`);
   const rc = renderContext(io, ctx.now());
-  // Output is gathered in ~64 KiB pieces: one write per piece, not per row.
+  // Output is gathered in ~64 KiB pieces: one write per piece, not per row. A pipe that is not read as fast as
+  // rows come (`| less`, a slow consumer) makes write() return false: the next piece waits for 'drain', so memory
+  // stays flat instead of queueing the whole list in the stream's buffer.
+  // put() returns a promise only when the piece it wrote must drain first (awaiting every row would cost a
+  // microtask per row).
   let buf = "";
-  const put = (text: string) => {
+  const write = (text: string): Promise<void> | undefined =>
+    io.stdout.write(text) === false && io.stdout.once ? new Promise<void>((resolve) => io.stdout.once!("drain", resolve)) : undefined;
+  const put = (text: string): Promise<void> | undefined => {
     buf += text;
-    if (buf.length >= 65_536) {
-      io.stdout.write(buf);
-      buf = "";
-    }
+    if (buf.length < 65_536) return undefined;
+    const piece = buf;
+    buf = "";
+    return write(piece);
   };
-  const flush = () => {
-    if (buf) io.stdout.write(buf);
+  const flush = async () => {
+    if (buf) await write(buf);
     buf = "";
   };
   if (io.json) {
@@ -247,23 +253,30 @@ async function emitList(ctx: Context, r: ListResult): Promise<number> {
     let first = true;
     put("[");
     for (const row of r.rows) {
-      put((first ? "\n" : ",\n") + JSON.stringify(row));
+      const wait = put((first ? "\n" : ",\n") + JSON.stringify(row));
+      if (wait) await wait;
       first = false;
     }
     put(first ? "]\n" : "\n]\n");
-    flush();
+    await flush();
     return ExitCode.OK;
   }
   if (r.line) {
-    for (const row of r.rows) put(r.line(row) + "\n");
-    flush();
+    for (const row of r.rows) {
+      const wait = put(r.line(row) + "\n");
+      if (wait) await wait;
+    }
+    await flush();
     return ExitCode.OK;
   }
   const { renderTable, tsvLine } = await import("./render/table.js");
   if (!io.stdoutTty) {
     put(tsvLine(r.headers));
-    for (const row of r.rows) put(tsvLine(r.cells(row, rc)));
-    flush();
+    for (const row of r.rows) {
+      const wait = put(tsvLine(r.cells(row, rc)));
+      if (wait) await wait;
+    }
+    await flush();
     return ExitCode.OK;
   }
   const rows: string[][] = [];

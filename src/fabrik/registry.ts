@@ -88,6 +88,32 @@ export const RUN_LIST_COLUMNS = [
 /** A run as a listing reads it ({@link RUN_LIST_COLUMNS}). */
 export type RunListRecord = Pick<RunRecord, (typeof RUN_LIST_COLUMNS)[number]>;
 
+/** A raw row of {@link RUN_LIST_COLUMNS} (in that order) as a record: one object literal, one shape for every row. */
+function listRecord(v: unknown[]): RunListRecord {
+  return {
+    id: v[0] as number,
+    vm: v[1] as string,
+    driver: v[2] as DriverName,
+    label: v[3] as string | null,
+    control_dir: v[4] as string,
+    workflow_path: v[5] as string,
+    smithers_run_id: v[6] as string,
+    smithers_db_path: v[7] as string,
+    engine_version: v[8] as string | null,
+    status: v[9] as CachedRunStatus,
+    exit_code: v[10] as number | null,
+    failure_reason: v[11] as string | null,
+    created_at_ms: v[12] as number,
+    started_at_ms: v[13] as number | null,
+    finished_at_ms: v[14] as number | null,
+    last_check_at_ms: v[15] as number | null,
+    last_check_json: v[16] as string | null,
+    resume_count: v[17] as number,
+    launcher_pid: v[18] as number | null,
+    engine_pid: v[19] as number | null,
+  };
+}
+
 /** Fields needed to insert a run; everything else defaults to null/0. */
 export type NewRun = Pick<RunRecord, "vm" | "driver" | "control_dir" | "workflow_path" | "smithers_run_id" | "smithers_db_path" | "status"> &
   Partial<Omit<RunRecord, "id" | "updated_at_ms">>;
@@ -450,16 +476,13 @@ export class Registry {
   /**
    * Runs, newest first, filtered, one at a time and only the columns a listing shows ({@link RUN_LIST_COLUMNS}):
    * memory stays flat however many rows there are. Rows are read raw (arrays, the fastest way out of SQLite) and
-   * turned into records here. No other registry call may run until the iteration ends (the statement is open).
+   * turned into records of one fixed shape here. No other registry call may run until the iteration ends (the
+   * statement is open).
    */
   *iterateRuns(filter: RunFilter = {}): Generator<RunListRecord, void, undefined> {
     const { sql, params } = this.runQuery(filter, RUN_LIST_COLUMNS.join(", "));
     try {
-      for (const values of this.db.prepare(sql).raw(true).iterate(...params) as IterableIterator<unknown[]>) {
-        const row = {} as Record<string, unknown>;
-        for (let i = 0; i < RUN_LIST_COLUMNS.length; i++) row[RUN_LIST_COLUMNS[i]!] = values[i];
-        yield row as RunListRecord;
-      }
+      for (const v of this.db.prepare(sql).raw(true).iterate(...params) as IterableIterator<unknown[]>) yield listRecord(v);
     } catch (err) {
       if (isCorruption(err)) throw registryError(this.file, err);
       throw err;

@@ -12,7 +12,7 @@ import { NotFoundError, UsageError } from "../core/errors.js";
 import type { ProbeRequest, ProbeResponse } from "../vm/probe-schema.js";
 import type { RunObservation } from "../vm/probe.js";
 import { expandStatusFilter, isFinalRunStatus, RUN_STATUSES, RUN_STATUS_GROUPS, type CachedRunStatus } from "../core/status.js";
-import { parseDuration } from "../core/units.js";
+import { isoTime, parseDuration } from "../core/units.js";
 import type { VmDriver } from "../vm/driver.js";
 
 /**
@@ -188,13 +188,11 @@ async function settlePendingLaunch(ctx: Context, run: RunRecord, liveLaunchId: s
   return updated;
 }
 
-function iso(ms: number | null): string | null {
-  return ms === null ? null : new Date(ms).toISOString();
-}
 
 function toView(before: RunListRecord, after: RunListRecord, d: DerivedState, obs: RunObservation, hostNow: number, changes: RunView["cache_changes"]): RunView {
-  const { cache_status: _cs, cache_failure_reason: _cf, cache_clear_exit_code: _ce, ...derived } = d;
   const checkedMs = obs.kind === "live" ? hostNow : before.last_check_at_ms;
+  // One object literal of a fixed shape, keys in the order `--json` prints them (no spreads: `runs list --no-live`
+  // builds one per cached run). The compiler checks that every field of RunView is here.
   return {
     id: before.id,
     vm: before.vm,
@@ -205,10 +203,10 @@ function toView(before: RunListRecord, after: RunListRecord, d: DerivedState, ob
     control_dir: before.control_dir,
     workflow_path: before.workflow_path,
     engine_version: before.engine_version,
-    created_at: new Date(before.created_at_ms).toISOString(),
-    started_at: iso(before.started_at_ms),
-    finished_at: iso(after.finished_at_ms),
-    checked_at: iso(checkedMs),
+    created_at: isoTime(before.created_at_ms),
+    started_at: before.started_at_ms === null ? null : isoTime(before.started_at_ms),
+    finished_at: after.finished_at_ms === null ? null : isoTime(after.finished_at_ms),
+    checked_at: checkedMs === null ? null : isoTime(checkedMs),
     checked_at_ms: checkedMs,
     cache_updated: changes.length > 0,
     cache_changes: changes,
@@ -216,7 +214,31 @@ function toView(before: RunListRecord, after: RunListRecord, d: DerivedState, ob
     failure_reason: after.failure_reason,
     probe_tool: obs.kind === "live" ? obs.tool : null,
     unreachable_reason: obs.kind === "unreachable" ? obs.reason : null,
-    ...derived,
+    effective_status: d.effective_status,
+    reason: d.reason,
+    status_rule: d.status_rule,
+    source: d.source,
+    engine_run_status: d.engine_run_status,
+    current_task: d.current_task,
+    current_attempt: d.current_attempt,
+    current_task_started_at_ms: d.current_task_started_at_ms,
+    progress: d.progress,
+    engine_heartbeat_age_ms: d.engine_heartbeat_age_ms,
+    launcher_heartbeat_age_ms: d.launcher_heartbeat_age_ms,
+    engine_alive: d.engine_alive,
+    launcher_alive: d.launcher_alive,
+    engine_pid: d.engine_pid,
+    launcher_pid: d.launcher_pid,
+    exit_code: d.exit_code,
+    db_size_bytes: d.db_size_bytes,
+    wal_size_bytes: d.wal_size_bytes,
+    db_path: d.db_path,
+    run_sh_engine: d.run_sh_engine,
+    last_failed: d.last_failed,
+    run_error: d.run_error,
+    missing_facts: d.missing_facts,
+    mismatches: d.mismatches,
+    diagnoses: d.diagnoses,
   };
 }
 
