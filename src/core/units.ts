@@ -25,10 +25,14 @@ export function formatAgeLong(ageMs: number | null | undefined): string {
   return prettyMs(Math.max(1000, ageMs), { compact: true, verbose: true });
 }
 
-/** Bytes in binary units: `1.5 KiB`, `400 MiB`; `-` when unknown. */
+/**
+ * Bytes in binary units with 3 significant digits: `1.5 KiB`, `121 KiB`, `400 MiB`; `-` when unknown. (No
+ * fraction-digit option: with one, pretty-bytes formats through Intl, whose first use loads ICU data — ~20 ms of a
+ * `runs show`.)
+ */
 export function formatBytes(bytes: number | null | undefined): string {
   if (bytes === null || bytes === undefined || !Number.isFinite(bytes)) return "-";
-  return prettyBytes(bytes, { binary: true, maximumFractionDigits: 1 });
+  return prettyBytes(bytes, { binary: true });
 }
 
 const DAY_MS = 86_400_000;

@@ -252,10 +252,18 @@ async function emitList(ctx: Context, r: ListResult): Promise<number> {
     // One compact object per line inside the array: valid JSON, and line-oriented for streaming readers.
     let first = true;
     put("[");
-    for (const row of r.rows) {
-      const wait = put((first ? "\n" : ",\n") + JSON.stringify(row));
-      if (wait) await wait;
-      first = false;
+    if (r.json) {
+      for (const text of r.json()) {
+        const wait = put((first ? "\n" : ",\n") + text);
+        if (wait) await wait;
+        first = false;
+      }
+    } else {
+      for (const row of r.rows) {
+        const wait = put((first ? "\n" : ",\n") + JSON.stringify(row));
+        if (wait) await wait;
+        first = false;
+      }
     }
     put(first ? "]\n" : "\n]\n");
     await flush();

@@ -8,6 +8,11 @@
  */
 import { z } from "zod";
 
+// zod compiles a fast path for each object schema (`new Function`) at its first parse: worth it for a long-lived
+// parser, not for a command that parses one answer and exits (~15 ms of a `runs show`). Global, and set before any
+// schema is used; a watch loop's later parses cost well under a millisecond either way.
+z.config({ jitless: true });
+
 /** Probe wire-format version (both directions). */
 export const PROBE_VERSION = 1;
 
