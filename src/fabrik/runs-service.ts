@@ -199,7 +199,6 @@ async function settlePendingLaunch(ctx: Context, run: RunRecord, liveLaunchId: s
   return updated;
 }
 
-
 function toView(before: RunListRecord, after: RunListRecord, d: DerivedState, obs: RunObservation, hostNow: number, changes: RunView["cache_changes"]): RunView {
   const checkedMs = obs.kind === "live" ? hostNow : before.last_check_at_ms;
   // One object literal of a fixed shape, keys in the order `--json` prints them (no spreads: `runs list --no-live`
