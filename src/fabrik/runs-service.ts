@@ -76,7 +76,7 @@ export function probeRequestFor(runs: readonly RunRecord[], opts: { nodes?: bool
  * which the remote call's process has been started (the path from `probeVm` to the spawn awaits nothing that
  * is not already settled). On 2 cores the initialisation then overlaps the call instead of following it.
  */
-export function whileTheVmWorks(warm: () => Promise<unknown>): void {
+function whileTheVmWorks(warm: () => Promise<unknown>): void {
   setImmediate(() => void warm().catch(() => undefined));
 }
 
