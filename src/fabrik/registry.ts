@@ -275,9 +275,26 @@ export class Registry {
   readonly file: string;
   private readonly db: BetterSqlite3.Database;
 
+  /** Statements prepared once per open registry, by SQL text (see {@link stmt}). */
+  private readonly statements = new Map<string, BetterSqlite3.Statement>();
+
   private constructor(file: string, db: BetterSqlite3.Database) {
     this.file = file;
     this.db = db;
+  }
+
+  /**
+   * The prepared statement for `sql`, prepared on first use: a live `runs list` writes back every run it checked
+   * (an UPDATE and a SELECT each), and preparing them again per run was half of that cost. Only for statements run
+   * to completion (get, run, all): an iteration keeps its statement busy, so iterations prepare their own.
+   */
+  private stmt(sql: string): BetterSqlite3.Statement {
+    let s = this.statements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.statements.set(sql, s);
+    }
+    return s;
   }
 
   /**
@@ -386,8 +403,8 @@ export class Registry {
    */
   insertRunWith(build: (id: number) => NewRun, now: number = Date.now()): RunRecord {
     return this.write(() => {
-      const seq = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'runs'").get() as { seq: number } | undefined;
-      const maxId = (this.db.prepare("SELECT max(id) AS m FROM runs").get() as { m: number | null }).m ?? 0;
+      const seq = this.stmt("SELECT seq FROM sqlite_sequence WHERE name = 'runs'").get() as { seq: number } | undefined;
+      const maxId = (this.stmt("SELECT max(id) AS m FROM runs").get() as { m: number | null }).m ?? 0;
       const id = Math.max(seq?.seq ?? 0, maxId) + 1;
       const run = build(id);
       const row: Record<string, unknown> = {
@@ -413,10 +430,8 @@ export class Registry {
         updated_at_ms: now,
       };
       const cols = ["id", ...RUN_COLUMNS];
-      this.db
-        .prepare(`INSERT INTO runs (${cols.join(", ")}) VALUES (${cols.map((c) => "@" + c).join(", ")})`)
-        .run({ ...row, id });
-      return this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord;
+      this.stmt(`INSERT INTO runs (${cols.join(", ")}) VALUES (${cols.map((c) => "@" + c).join(", ")})`).run({ ...row, id });
+      return this.stmt("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord;
     });
   }
 
@@ -425,23 +440,21 @@ export class Registry {
     return this.write(() => {
       const keys = Object.keys(patch).filter((k): k is RunColumn => (RUN_COLUMNS as readonly string[]).includes(k) && k !== "updated_at_ms");
       const sets = [...keys.map((k) => `${k} = @${k}`), "updated_at_ms = @updated_at_ms"];
-      const info = this.db.prepare(`UPDATE runs SET ${sets.join(", ")} WHERE id = @id`).run({ ...patch, updated_at_ms: now, id });
+      const info = this.stmt(`UPDATE runs SET ${sets.join(", ")} WHERE id = @id`).run({ ...patch, updated_at_ms: now, id });
       if (info.changes === 0) throw new Error(`run ${id} does not exist`);
-      return this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord;
+      return this.stmt("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord;
     });
   }
 
   getRun(id: number): RunRecord | undefined {
-    return this.read(() => this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord | undefined);
+    return this.read(() => this.stmt("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord | undefined);
   }
 
   /** Find a run by its identity in the VM (for `runs import`: importing twice does not duplicate). */
   findRun(vm: string, smithersDbPath: string, smithersRunId: string): RunRecord | undefined {
     return this.read(
       () =>
-        this.db
-          .prepare("SELECT * FROM runs WHERE vm = ? AND smithers_db_path = ? AND smithers_run_id = ?")
-          .get(vm, smithersDbPath, smithersRunId) as RunRecord | undefined,
+        this.stmt("SELECT * FROM runs WHERE vm = ? AND smithers_db_path = ? AND smithers_run_id = ?").get(vm, smithersDbPath, smithersRunId) as RunRecord | undefined,
     );
   }
 
@@ -474,7 +487,7 @@ export class Registry {
   /** Runs, newest first, filtered (whole rows, collected: for bounded lists). */
   listRuns(filter: RunFilter = {}): RunRecord[] {
     const { sql, params } = this.runQuery(filter, "*");
-    return this.read(() => this.db.prepare(sql).all(...params) as RunRecord[]);
+    return this.read(() => this.stmt(sql).all(...params) as RunRecord[]);
   }
 
   /**
@@ -513,21 +526,18 @@ export class Registry {
   /** Append to a run's history. */
   recordEvent(runId: number, kind: string, detail?: unknown, now: number = Date.now()): void {
     this.write(() => {
-      this.db
-        .prepare("INSERT INTO run_events (run_id, at_ms, kind, detail_json) VALUES (?, ?, ?, ?)")
-        .run(runId, now, kind, detail === undefined ? null : JSON.stringify(detail));
+      this.stmt("INSERT INTO run_events (run_id, at_ms, kind, detail_json) VALUES (?, ?, ?, ?)").run(runId, now, kind, detail === undefined ? null : JSON.stringify(detail));
     });
   }
 
   /** A run's history, oldest first. */
   runEvents(runId: number): RunEvent[] {
-    return this.read(() => this.db.prepare("SELECT * FROM run_events WHERE run_id = ? ORDER BY at_ms, id").all(runId) as RunEvent[]);
+    return this.read(() => this.stmt("SELECT * FROM run_events WHERE run_id = ? ORDER BY at_ms, id").all(runId) as RunEvent[]);
   }
 
   upsertVm(vm: VmRecord): void {
     this.write(() => {
-      this.db
-        .prepare(
+      this.stmt(
           `INSERT INTO vms (name, driver, guest_home, created_at_ms, template) VALUES (@name, @driver, @guest_home, @created_at_ms, @template)
            ON CONFLICT(name) DO UPDATE SET driver = excluded.driver, guest_home = COALESCE(excluded.guest_home, vms.guest_home),
              template = COALESCE(excluded.template, vms.template)`,
@@ -537,16 +547,16 @@ export class Registry {
   }
 
   getVm(name: string): VmRecord | undefined {
-    return this.read(() => this.db.prepare("SELECT * FROM vms WHERE name = ?").get(name) as VmRecord | undefined);
+    return this.read(() => this.stmt("SELECT * FROM vms WHERE name = ?").get(name) as VmRecord | undefined);
   }
 
   listVms(): VmRecord[] {
-    return this.read(() => this.db.prepare("SELECT * FROM vms ORDER BY name").all() as VmRecord[]);
+    return this.read(() => this.stmt("SELECT * FROM vms ORDER BY name").all() as VmRecord[]);
   }
 
   deleteVm(name: string): void {
     this.write(() => {
-      this.db.prepare("DELETE FROM vms WHERE name = ?").run(name);
+      this.stmt("DELETE FROM vms WHERE name = ?").run(name);
     });
   }
 
@@ -554,8 +564,7 @@ export class Registry {
   vmRunSummary(): Map<string, { active: number; lastRunId: number | null; lastRunAtMs: number | null }> {
     const rows = this.read(
       () =>
-        this.db
-          .prepare(
+        this.stmt(
             `SELECT vm, SUM(CASE WHEN status IN (${ACTIVE_RUN_STATUSES.map(() => "?").join(", ")}) THEN 1 ELSE 0 END) AS active,
                     MAX(id) AS last_id, MAX(created_at_ms) AS last_at FROM runs GROUP BY vm`,
           )
@@ -566,7 +575,7 @@ export class Registry {
 
   /** Ids of all runs (for shell completion). */
   runIds(limit = 200): number[] {
-    return this.read(() => (this.db.prepare("SELECT id FROM runs ORDER BY id DESC LIMIT ?").all(limit) as { id: number }[]).map((r) => r.id));
+    return this.read(() => (this.stmt("SELECT id FROM runs ORDER BY id DESC LIMIT ?").all(limit) as { id: number }[]).map((r) => r.id));
   }
 }
 
