@@ -1,9 +1,14 @@
 #!/usr/bin/env node
-// Builds the fabrik CLI into ONE bundle (esbuild): dist/cli/fabrik.js plus chunks that are loaded only when a
-// command needs them (code splitting on dynamic import()), so start-up parses little and resolves no package
-// files. Native packages (better-sqlite3, ssh2) stay external and load from node_modules when used.
-// dist/cli/ sits two levels below the package root, like src/<layer>/, so module-relative paths to
-// lima-templates/ and dist/guest/ hold in both.
+// Builds the fabrik CLI with esbuild into two CommonJS files:
+// - dist/cli/fabrik.cjs: the whole CLI, ONE bundle. Every `await import()` inside it becomes a lazy module
+//   initialiser, so a command still runs only the modules it uses (--help never initialises a driver, zod or
+//   execa), but Node resolves and reads one file instead of ~30 chunks (~0.7 ms each on the 2-core machines).
+//   CommonJS rather than ESM because only a CommonJS script can be compiled with V8's code cache on Node 20
+//   (src/fabrik/compile-cache.ts); Node ≥ 22.1 caches it with its own compile cache.
+// - dist/cli/start.cjs: the start-up (src/fabrik/start.ts): answers --version, loads fabrik.cjs through the cache.
+// Native packages (ssh2) stay external and load from node_modules when used; better-sqlite3's JavaScript is bundled
+// and its addon loaded by path (registry.ts). dist/cli/ sits two levels below the package root, like src/<layer>/,
+// so module-relative paths to lima-templates/ and dist/guest/ hold in both.
 import { build } from "esbuild";
 import fs from "node:fs";
 import path from "node:path";
@@ -13,28 +18,36 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const outdir = path.join(root, "dist", "cli");
 fs.rmSync(outdir, { recursive: true, force: true });
 const t0 = performance.now();
-await build({
+const common = {
   absWorkingDir: root,
-  entryPoints: { fabrik: "src/fabrik/cli.ts" },
   outdir,
+  outExtension: { ".js": ".cjs" },
   bundle: true,
-  splitting: true,
-  format: "esm",
+  format: "cjs",
   platform: "node",
   target: "node20",
-  // better-sqlite3's JavaScript is bundled (its addon is loaded by path, see registry.ts); ssh2 keeps its
-  // optional native parts, so it stays external and loads when a command opens SSH.
-  external: ["ssh2", "cpu-features", "*.node"],
-  // yargs (through cliui) and cli-table3 measure text with string-width, whose emoji regex costs ~30 ms at every
-  // start; fast-string-width gives the same widths for our output (src/fabrik/render/string-width.cjs).
-  alias: { "string-width": "./src/fabrik/render/string-width.cjs" },
-  // CommonJS dependencies bundled into ESM still call require() for Node builtins.
-  banner: { js: 'import { createRequire as __fabrikRequire } from "node:module"; const require = __fabrikRequire(import.meta.url);' },
-  chunkNames: "[name]-[hash]",
+  // No import() is left in the output: dynamic imports of bundled modules become lazy initialisers, those of
+  // externals and builtins `require` (a vm-compiled script has no ESM loader to call).
+  supported: { "dynamic-import": false },
+  // ESM sources and packages locate files relative to import.meta.url; in CommonJS that is this file's URL.
+  define: { "import.meta.url": "__fabrikModuleUrl" },
+  banner: { js: '"use strict"; var __fabrikModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
   sourcemap: "linked",
   minifySyntax: true,
   minifyWhitespace: true,
   legalComments: "none",
   logLevel: "warning",
-});
+};
+await Promise.all([
+  build({
+    ...common,
+    entryPoints: { fabrik: "src/fabrik/cli.ts" },
+    // ssh2 keeps its optional native parts, so it stays external and loads when a command opens SSH.
+    external: ["ssh2", "cpu-features", "*.node"],
+    // yargs (through cliui) and cli-table3 measure text with string-width, whose emoji regex costs ~30 ms at every
+    // start; fast-string-width gives the same widths for our output (src/fabrik/render/string-width.cjs).
+    alias: { "string-width": "./src/fabrik/render/string-width.cjs" },
+  }),
+  build({ ...common, entryPoints: { start: "src/fabrik/start.ts" } }),
+]);
 process.stderr.write(`built dist/cli in ${Math.round(performance.now() - t0)} ms\n`);

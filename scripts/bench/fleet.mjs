@@ -108,12 +108,47 @@ export async function setupFleet(world, fx, { vms: nVms, runsPerVm, log }) {
     }
   });
   fs.rmSync(stage, { recursive: true, force: true });
-  const runs = await fabrikJson(["runs", "list", "--no-live", "--json", "--limit", "100000"], { env });
+  const runs = (await fabrikJson(["runs", "list", "--no-live", "--json", "--limit", "100000"], { env })).filter((r) => names.includes(r.vm));
   const byVm = new Map(names.map((n) => [n, []]));
-  for (const r of runs) byVm.get(r.vm)?.push(r);
+  for (const r of runs) byVm.get(r.vm).push(r);
   for (const list of byVm.values()) list.sort((a, b) => a.control_dir.localeCompare(b.control_dir, "en", { numeric: true }));
   log?.(`staged and imported ${runs.length} runs (${runsPerVm} per VM) in ${((performance.now() - t1) / 1000).toFixed(1)} s`);
   return { vms: names, runs, byVm };
+}
+
+/**
+ * The local fleet: N `local`-driver VMs (folders on this host), each with M control dirs staged as for the Lima
+ * fleet, a bun where the probe wrapper looks for an engine's, and its runs imported.
+ * @returns `{ vms, runs, byVm, homes: Map<vm, guest home> }`.
+ */
+export async function setupLocalFleet(world, fx, { vms: nVms, runsPerVm, log, prefix = "local" }) {
+  const names = Array.from({ length: nVms }, (_, i) => `${prefix}${String(i + 1).padStart(2, "0")}`);
+  const env = world.env;
+  const t0 = performance.now();
+  await pool(names, 4, async (vm) => {
+    const r = await fabrik(["vm", "create", vm, "--driver", "local", "--no-engine"], { env, timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`fabrik vm create ${vm} --driver local exited ${r.code}: ${r.stderr.trim().slice(-800)}`);
+  });
+  const list = await fabrikJson(["vm", "list", "--json"], { env });
+  const homes = new Map(list.filter((v) => names.includes(v.name)).map((v) => [v.name, v.guest_home]));
+  const markerJson = fs.readFileSync(fx.marker, "utf8");
+  await pool(names, 4, async (vm, i) => {
+    const home = homes.get(vm);
+    if (!home) throw new Error(`vm list --json has no guest home for ${vm}`);
+    const engine = path.join(home, ".fabrik", "engines", "0.32.0");
+    fs.mkdirSync(path.join(engine, ".runtime", "node_modules", ".bin"), { recursive: true });
+    fs.symlinkSync(fx.bun, path.join(engine, ".runtime", "node_modules", ".bin", "bun"));
+    fs.writeFileSync(path.join(engine, ".fabrik-engine.json"), markerJson);
+    stageVm(fx, home, vm, runsPerVm, 100 + i);
+    const imp = await fabrikJson(["runs", "import", "--vm", vm, "--json"], { env });
+    if (imp.imported.length !== runsPerVm) throw new Error(`runs import --vm ${vm} imported ${imp.imported.length} runs, expected ${runsPerVm}`);
+  });
+  const all = await fabrikJson(["runs", "list", "--no-live", "--json", "--limit", "100000"], { env });
+  const runs = all.filter((r) => names.includes(r.vm));
+  const byVm = new Map(names.map((n) => [n, []]));
+  for (const r of runs) byVm.get(r.vm).push(r);
+  log?.(`created ${names.length} local VMs × ${runsPerVm} runs in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  return { vms: names, runs, byVm, homes };
 }
 
 /** The run of `vm` whose control dir is `<i>-seq`. */

@@ -371,3 +371,76 @@ export function table(header, rows, { right = [] } = {}) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ------------------------------------------------------------------------------------------ A/B runs
+
+/**
+ * Run `a` and `b` in turn, `n` times each (A B A B …, after one untimed run of each): pairing keeps a ratio
+ * meaningful when the machine's speed drifts. Each function returns its wall time in ms (or `{ ms, … }`).
+ * @returns `{ a: ms[], b: ms[], ratio }`: `ratio` is the median of the pairwise ratios a/b.
+ */
+export async function interleave(n, a, b, { warmup = 1 } = {}) {
+  const ms = async (f) => {
+    const r = await f();
+    return typeof r === "number" ? r : r.ms;
+  };
+  for (let i = 0; i < warmup; i++) {
+    await ms(a);
+    await ms(b);
+  }
+  const as = [];
+  const bs = [];
+  for (let i = 0; i < n; i++) {
+    as.push(await ms(a));
+    bs.push(await ms(b));
+  }
+  return { a: as, b: bs, ratio: median(as.map((x, i) => x / bs[i])) };
+}
+
+/** The bench's CPU hook (cpu-hook.cjs) as NODE_OPTIONS for fabrik, logging to `log`. */
+export function cpuHookEnv(env, log) {
+  const hook = path.join(REPO, "scripts", "bench", "cpu-hook.cjs");
+  return { ...env, NODE_OPTIONS: `${env.NODE_OPTIONS ? env.NODE_OPTIONS + " " : ""}--require ${hook}`, BENCH_CPU_LOG: log };
+}
+
+/** The lines a CPU hook log holds: `{ pid, user_us, sys_us, max_rss_kib }` (cpu_ms = user + system in ms). */
+export function readCpuLog(log) {
+  let text = "";
+  try {
+    text = fs.readFileSync(log, "utf8");
+  } catch {
+    return [];
+  }
+  return text
+    .split("\n")
+    .filter((l) => l.trim())
+    .map((l) => {
+      const j = JSON.parse(l);
+      return { ...j, cpu_ms: (j.user_us + j.sys_us) / 1000 };
+    });
+}
+
+/**
+ * Environment whose limactl counts the bytes of every call (scripts/bench/count-bytes/limactl, first on PATH):
+ * for UNTIMED runs only (the counter adds a shell and a temporary file per call). Read the log with {@link readBytesLog}.
+ */
+export function bytesEnv(env, log) {
+  return { ...env, PATH: `${path.join(REPO, "scripts", "bench", "count-bytes")}:${env.PATH}`, BENCH_BYTES_LOG: log, BENCH_REAL_LIMACTL: LIMACTL };
+}
+
+/** `[{ argv, stdin }]` bytes per call from a count-bytes log. */
+export function readBytesLog(log) {
+  let text = "";
+  try {
+    text = fs.readFileSync(log, "utf8");
+  } catch {
+    return [];
+  }
+  return text
+    .split("\n")
+    .filter((l) => l.trim())
+    .map((l) => {
+      const [argv, stdin] = l.trim().split(/\s+/).map(Number);
+      return { argv, stdin, total: argv + stdin };
+    });
+}

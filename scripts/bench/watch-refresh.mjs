@@ -1,5 +1,6 @@
 /**
- * Bench 4 worker, started by run.mjs as `node --expose-gc scripts/bench/watch-refresh.mjs PARAMS_JSON` with the
+ * The watch-refresh bench's worker, bundled by run.mjs into dist/bench/watch-refresh.mjs (it imports fabrik's sources)
+ * and started as `node --expose-gc dist/bench/watch-refresh.mjs PARAMS_JSON` with the
  * stand-in environment (LIMA_HOME, PATH, LIMACTL_STANDIN_LATENCY_MS) — a process of its own so that its memory
  * figures are the watch loop's alone. Prints one JSON line (the results) on stdout; progress on stderr.
  *
@@ -15,13 +16,13 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
+import { LimaDriver } from "../../src/vm/lima-driver.ts";
+import { openVmSession } from "../../src/vm/session.ts";
+import { probeVm } from "../../src/vm/probe.ts";
 
+// run.mjs bundles this file (esbuild) into dist/bench/, two levels below the package root like the sources.
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const dist = (p) => import(pathToFileURL(path.join(REPO, "dist", p)).href);
-const { LimaDriver } = await dist("vm/lima-driver.js");
-const { openVmSession } = await dist("vm/session.js");
-const { probeVm } = await dist("vm/probe.js");
 
 const P = JSON.parse(process.argv[2]);
 const log = (m) => process.stderr.write(`[watch-refresh] ${m}\n`);

@@ -45,6 +45,11 @@ interface RunState {
   exitCode: number;
 }
 
+/** The one piece of yargs' internals fabrik touches (see {@link buildParser}). */
+interface YargsInternals {
+  getInternalMethods(): { getUsageInstance(): { cacheHelpMessage: () => void } };
+}
+
 /** Wrap a command spec as a yargs handler: context, handler, output, cleanup. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function handlerFor(spec: CommandSpec<any, any>, state: RunState) {
@@ -90,6 +95,11 @@ export async function buildParser(argv: string[], state: RunState): Promise<Argv
     .version(VERSION)
     .option("json", { type: "boolean", default: false, describe: "print data as JSON on stdout (warnings and progress go to stderr)", global: true })
     .option("color", { choices: ["auto", "always", "never"] as const, default: "auto" as ColorMode, describe: "colour output (honours NO_COLOR and FORCE_COLOR)", global: true });
+  // yargs renders the whole help text right after it starts a subcommand's handler, in case the handler fails and
+  // the help is to be printed (yargs' command.js: cacheHelpMessage). fabrik never prints help on a failure (.fail()
+  // below throws), and the render cost ~15 ms of every command's start-up (cliui's layout). It is skipped; --help
+  // renders as before. The instance is the one yargs keeps across its command resets.
+  (y as unknown as YargsInternals).getInternalMethods().getUsageInstance().cacheHelpMessage = () => undefined;
 
   for (const group of COMMAND_TREE) {
     y = y.command(group.command, group.describe, (g: Argv) => {
@@ -220,41 +230,62 @@ async function emitList(ctx: Context, r: ListResult): Promise<number> {
   const io = ctx.io;
   for (const w of r.warnings ?? []) io.stderr.write(`${io.errColor.yellow("warning:")} ${sanitizeLine(w, 2000)}\n`);
   const rc = renderContext(io, ctx.now());
-  // Output is gathered in ~64 KiB pieces: one write per piece, not per row.
+  // Output is gathered in ~64 KiB pieces: one write per piece, not per row. A pipe that is not read as fast as
+  // rows come (`| less`, a slow consumer) makes write() return false: the next piece waits for 'drain', so memory
+  // stays flat instead of queueing the whole list in the stream's buffer.
+  // put() returns a promise only when the piece it wrote must drain first (awaiting every row would cost a
+  // microtask per row).
   let buf = "";
-  const put = (text: string) => {
+  const write = (text: string): Promise<void> | undefined =>
+    io.stdout.write(text) === false && io.stdout.once ? new Promise<void>((resolve) => io.stdout.once!("drain", resolve)) : undefined;
+  const put = (text: string): Promise<void> | undefined => {
     buf += text;
-    if (buf.length >= 65_536) {
-      io.stdout.write(buf);
-      buf = "";
-    }
+    if (buf.length < 65_536) return undefined;
+    const piece = buf;
+    buf = "";
+    return write(piece);
   };
-  const flush = () => {
-    if (buf) io.stdout.write(buf);
+  const flush = async () => {
+    if (buf) await write(buf);
     buf = "";
   };
   if (io.json) {
     // One compact object per line inside the array: valid JSON, and line-oriented for streaming readers.
     let first = true;
     put("[");
-    for (const row of r.rows) {
-      put((first ? "\n" : ",\n") + toJson(row));
-      first = false;
+    if (r.json) {
+      for (const text of r.json()) {
+        const wait = put((first ? "\n" : ",\n") + escapeJsonControls(text));
+        if (wait) await wait;
+        first = false;
+      }
+    } else {
+      for (const row of r.rows) {
+        const wait = put((first ? "\n" : ",\n") + toJson(row));
+        if (wait) await wait;
+        first = false;
+      }
     }
     put(first ? "]\n" : "\n]\n");
-    flush();
+    await flush();
     return ExitCode.OK;
   }
   if (r.line) {
-    for (const row of r.rows) put(r.line(row) + "\n");
-    flush();
+    for (const row of r.rows) {
+      const wait = put(r.line(row) + "\n");
+      if (wait) await wait;
+    }
+    await flush();
     return ExitCode.OK;
   }
   const { renderTable, tsvLine } = await import("./render/table.js");
   if (!io.stdoutTty) {
     put(tsvLine(r.headers));
-    for (const row of r.rows) put(tsvLine(r.cells(row, rc)));
-    flush();
+    for (const row of r.rows) {
+      const wait = put(tsvLine(r.cells(row, rc)));
+      if (wait) await wait;
+    }
+    await flush();
     return ExitCode.OK;
   }
   const rows: string[][] = [];
@@ -269,7 +300,12 @@ async function emitList(ctx: Context, r: ListResult): Promise<number> {
  * with `--json` on a terminal must not drive it either. Same JSON value, only the spelling differs.
  */
 function toJson(value: unknown, indent?: number): string {
-  return JSON.stringify(value, null, indent).replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return escapeJsonControls(JSON.stringify(value, null, indent));
+}
+
+/** JSON text with DEL and the C1 controls escaped as `\uXXXX` (see {@link toJson}); for JSON written by SQLite too. */
+function escapeJsonControls(text: string): string {
+  return text.replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 function emitView(ctx: Context, r: ViewResult): number {

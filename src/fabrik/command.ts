@@ -51,6 +51,11 @@ export interface ViewResult<V = unknown> {
 export interface ListResult<R = unknown> {
   kind: "list";
   rows: Iterable<R>;
+  /**
+   * The rows' JSON texts, when the producer has them serialised already (cache-only run lists: SQLite writes them).
+   * Each must equal `JSON.stringify(row)`; `--json` then prints these instead of serialising `rows`.
+   */
+  json?: () => Iterable<string>;
   /** Table columns and the cells of one row (cells must be sanitised). */
   headers: string[];
   cells: (row: R, r: RenderContext) => string[];

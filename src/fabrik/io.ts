@@ -11,7 +11,9 @@ export type ColorMode = "auto" | "always" | "never";
 
 /** A writable sink; `process.stdout` in production, a string collector in tests. */
 export interface Sink {
+  /** false: the stream's buffer is full; wait for its 'drain' event before writing more. */
   write(chunk: string): unknown;
+  once?(event: "drain", listener: () => void): unknown;
 }
 
 export interface Io {

@@ -88,6 +88,32 @@ export const RUN_LIST_COLUMNS = [
 /** A run as a listing reads it ({@link RUN_LIST_COLUMNS}). */
 export type RunListRecord = Pick<RunRecord, (typeof RUN_LIST_COLUMNS)[number]>;
 
+/** A raw row of {@link RUN_LIST_COLUMNS} (in that order) as a record: one object literal, one shape for every row. */
+function listRecord(v: unknown[]): RunListRecord {
+  return {
+    id: v[0] as number,
+    vm: v[1] as string,
+    driver: v[2] as DriverName,
+    label: v[3] as string | null,
+    control_dir: v[4] as string,
+    workflow_path: v[5] as string,
+    smithers_run_id: v[6] as string,
+    smithers_db_path: v[7] as string,
+    engine_version: v[8] as string | null,
+    status: v[9] as CachedRunStatus,
+    exit_code: v[10] as number | null,
+    failure_reason: v[11] as string | null,
+    created_at_ms: v[12] as number,
+    started_at_ms: v[13] as number | null,
+    finished_at_ms: v[14] as number | null,
+    last_check_at_ms: v[15] as number | null,
+    last_check_json: v[16] as string | null,
+    resume_count: v[17] as number,
+    launcher_pid: v[18] as number | null,
+    engine_pid: v[19] as number | null,
+  };
+}
+
 /** Fields needed to insert a run; everything else defaults to null/0. */
 export type NewRun = Pick<RunRecord, "vm" | "driver" | "control_dir" | "workflow_path" | "smithers_run_id" | "smithers_db_path" | "status"> &
   Partial<Omit<RunRecord, "id" | "updated_at_ms">>;
@@ -148,6 +174,8 @@ export interface RunFilter {
   statuses?: readonly RunStatus[] | undefined;
   sinceMs?: number | undefined;
   limit?: number | undefined;
+  /** Skip this many rows of the ordered list first (resuming a listing). */
+  offset?: number | undefined;
 }
 
 /** Current schema version; bump with a new entry in {@link MIGRATIONS}. */
@@ -302,9 +330,26 @@ export class Registry {
   readonly file: string;
   private readonly db: BetterSqlite3.Database;
 
+  /** Statements prepared once per open registry, by SQL text (see {@link stmt}). */
+  private readonly statements = new Map<string, BetterSqlite3.Statement>();
+
   private constructor(file: string, db: BetterSqlite3.Database) {
     this.file = file;
     this.db = db;
+  }
+
+  /**
+   * The prepared statement for `sql`, prepared on first use: a live `runs list` writes back every run it checked
+   * (an UPDATE and a SELECT each), and preparing them again per run was half of that cost. Only for statements run
+   * to completion (get, run, all): an iteration keeps its statement busy, so iterations prepare their own.
+   */
+  private stmt(sql: string): BetterSqlite3.Statement {
+    let s = this.statements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.statements.set(sql, s);
+    }
+    return s;
   }
 
   /**
@@ -429,8 +474,8 @@ export class Registry {
    */
   insertRunWith(build: (id: number) => NewRun, now: number = Date.now()): RunRecord {
     return this.write(() => {
-      const seq = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'runs'").get() as { seq: number } | undefined;
-      const maxId = (this.db.prepare("SELECT max(id) AS m FROM runs").get() as { m: number | null }).m ?? 0;
+      const seq = this.stmt("SELECT seq FROM sqlite_sequence WHERE name = 'runs'").get() as { seq: number } | undefined;
+      const maxId = (this.stmt("SELECT max(id) AS m FROM runs").get() as { m: number | null }).m ?? 0;
       const id = Math.max(seq?.seq ?? 0, maxId) + 1;
       const run = build(id);
       const row: Record<string, unknown> = {
@@ -456,10 +501,8 @@ export class Registry {
         updated_at_ms: now,
       };
       const cols = ["id", ...RUN_COLUMNS];
-      this.db
-        .prepare(`INSERT INTO runs (${cols.join(", ")}) VALUES (${cols.map((c) => "@" + c).join(", ")})`)
-        .run({ ...row, id });
-      return this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord;
+      this.stmt(`INSERT INTO runs (${cols.join(", ")}) VALUES (${cols.map((c) => "@" + c).join(", ")})`).run({ ...row, id });
+      return this.stmt("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord;
     });
   }
 
@@ -468,23 +511,21 @@ export class Registry {
     return this.write(() => {
       const keys = Object.keys(patch).filter((k): k is RunColumn => (RUN_COLUMNS as readonly string[]).includes(k) && k !== "updated_at_ms");
       const sets = [...keys.map((k) => `${k} = @${k}`), "updated_at_ms = @updated_at_ms"];
-      const info = this.db.prepare(`UPDATE runs SET ${sets.join(", ")} WHERE id = @id`).run({ ...patch, updated_at_ms: now, id });
+      const info = this.stmt(`UPDATE runs SET ${sets.join(", ")} WHERE id = @id`).run({ ...patch, updated_at_ms: now, id });
       if (info.changes === 0) throw new Error(`run ${id} does not exist`);
-      return this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord;
+      return this.stmt("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord;
     });
   }
 
   getRun(id: number): RunRecord | undefined {
-    return this.read(() => this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord | undefined);
+    return this.read(() => this.stmt("SELECT * FROM runs WHERE id = ?").get(id) as RunRecord | undefined);
   }
 
   /** Find a run by its identity in the VM (for `runs import`: importing twice does not duplicate). */
   findRun(vm: string, smithersDbPath: string, smithersRunId: string): RunRecord | undefined {
     return this.read(
       () =>
-        this.db
-          .prepare("SELECT * FROM runs WHERE vm = ? AND smithers_db_path = ? AND smithers_run_id = ?")
-          .get(vm, smithersDbPath, smithersRunId) as RunRecord | undefined,
+        this.stmt("SELECT * FROM runs WHERE vm = ? AND smithers_db_path = ? AND smithers_run_id = ?").get(vm, smithersDbPath, smithersRunId) as RunRecord | undefined,
     );
   }
 
@@ -507,30 +548,46 @@ export class Registry {
       `SELECT ${columns} FROM runs` +
       (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
       " ORDER BY created_at_ms DESC, id DESC" +
-      (filter.limit !== undefined ? " LIMIT ?" : "");
-    if (filter.limit !== undefined) params.push(filter.limit);
+      (filter.limit !== undefined || filter.offset !== undefined ? " LIMIT ?" : "") +
+      (filter.offset !== undefined ? " OFFSET ?" : "");
+    if (filter.limit !== undefined || filter.offset !== undefined) params.push(filter.limit ?? -1);
+    if (filter.offset !== undefined) params.push(filter.offset);
     return { sql, params };
   }
 
   /** Runs, newest first, filtered (whole rows, collected: for bounded lists). */
   listRuns(filter: RunFilter = {}): RunRecord[] {
     const { sql, params } = this.runQuery(filter, "*");
-    return this.read(() => this.db.prepare(sql).all(...params) as RunRecord[]);
+    return this.read(() => this.stmt(sql).all(...params) as RunRecord[]);
   }
 
   /**
    * Runs, newest first, filtered, one at a time and only the columns a listing shows ({@link RUN_LIST_COLUMNS}):
    * memory stays flat however many rows there are. Rows are read raw (arrays, the fastest way out of SQLite) and
-   * turned into records here. No other registry call may run until the iteration ends (the statement is open).
+   * turned into records of one fixed shape here. No other registry call may run until the iteration ends (the
+   * statement is open).
    */
   *iterateRuns(filter: RunFilter = {}): Generator<RunListRecord, void, undefined> {
     const { sql, params } = this.runQuery(filter, RUN_LIST_COLUMNS.join(", "));
     try {
-      for (const values of this.db.prepare(sql).raw(true).iterate(...params) as IterableIterator<unknown[]>) {
-        const row = {} as Record<string, unknown>;
-        for (let i = 0; i < RUN_LIST_COLUMNS.length; i++) row[RUN_LIST_COLUMNS[i]!] = values[i];
-        yield row as RunListRecord;
-      }
+      for (const v of this.db.prepare(sql).raw(true).iterate(...params) as IterableIterator<unknown[]>) yield listRecord(v);
+    } catch (err) {
+      if (isCorruption(err)) throw registryError(this.file, err);
+      throw err;
+    }
+  }
+
+  /**
+   * Runs, newest first, filtered like {@link iterateRuns}, each as ONE string that SQLite computes from the row
+   * with `expression` — the JSON text of a row's view, written by SQLite's JSON functions so that a listing of
+   * 100 000 runs neither moves 20 values per row into JavaScript nor serialises them again there.
+   * `expression` is fabrik's own SQL (runs-service.ts `CACHED_VIEW_JSON_SQL`), never anything a user typed; it
+   * yields NULL for a row it does not cover (then null here).
+   */
+  *iterateRunsAs(expression: string, filter: RunFilter = {}): Generator<string | null, void, undefined> {
+    const { sql, params } = this.runQuery(filter, expression);
+    try {
+      for (const v of this.db.prepare(sql).pluck(true).iterate(...params) as IterableIterator<string | null>) yield v;
     } catch (err) {
       if (isCorruption(err)) throw registryError(this.file, err);
       throw err;
@@ -540,21 +597,18 @@ export class Registry {
   /** Append to a run's history. */
   recordEvent(runId: number, kind: string, detail?: unknown, now: number = Date.now()): void {
     this.write(() => {
-      this.db
-        .prepare("INSERT INTO run_events (run_id, at_ms, kind, detail_json) VALUES (?, ?, ?, ?)")
-        .run(runId, now, kind, detail === undefined ? null : JSON.stringify(detail));
+      this.stmt("INSERT INTO run_events (run_id, at_ms, kind, detail_json) VALUES (?, ?, ?, ?)").run(runId, now, kind, detail === undefined ? null : JSON.stringify(detail));
     });
   }
 
   /** A run's history, oldest first. */
   runEvents(runId: number): RunEvent[] {
-    return this.read(() => this.db.prepare("SELECT * FROM run_events WHERE run_id = ? ORDER BY at_ms, id").all(runId) as RunEvent[]);
+    return this.read(() => this.stmt("SELECT * FROM run_events WHERE run_id = ? ORDER BY at_ms, id").all(runId) as RunEvent[]);
   }
 
   upsertVm(vm: VmRecord): void {
     this.write(() => {
-      this.db
-        .prepare(
+      this.stmt(
           `INSERT INTO vms (name, driver, guest_home, created_at_ms, template) VALUES (@name, @driver, @guest_home, @created_at_ms, @template)
            ON CONFLICT(name) DO UPDATE SET driver = excluded.driver, guest_home = COALESCE(excluded.guest_home, vms.guest_home),
              template = COALESCE(excluded.template, vms.template)`,
@@ -564,16 +618,16 @@ export class Registry {
   }
 
   getVm(name: string): VmRecord | undefined {
-    return this.read(() => this.db.prepare("SELECT * FROM vms WHERE name = ?").get(name) as VmRecord | undefined);
+    return this.read(() => this.stmt("SELECT * FROM vms WHERE name = ?").get(name) as VmRecord | undefined);
   }
 
   listVms(): VmRecord[] {
-    return this.read(() => this.db.prepare("SELECT * FROM vms ORDER BY name").all() as VmRecord[]);
+    return this.read(() => this.stmt("SELECT * FROM vms ORDER BY name").all() as VmRecord[]);
   }
 
   deleteVm(name: string): void {
     this.write(() => {
-      this.db.prepare("DELETE FROM vms WHERE name = ?").run(name);
+      this.stmt("DELETE FROM vms WHERE name = ?").run(name);
     });
   }
 
@@ -581,8 +635,7 @@ export class Registry {
   vmRunSummary(): Map<string, { active: number; lastRunId: number | null; lastRunAtMs: number | null }> {
     const rows = this.read(
       () =>
-        this.db
-          .prepare(
+        this.stmt(
             `SELECT vm, SUM(CASE WHEN status IN (${ACTIVE_RUN_STATUSES.map(() => "?").join(", ")}) THEN 1 ELSE 0 END) AS active,
                     MAX(id) AS last_id, MAX(created_at_ms) AS last_at FROM runs GROUP BY vm`,
           )
@@ -656,7 +709,7 @@ export class Registry {
 
   /** Ids of all runs (for shell completion). */
   runIds(limit = 200): number[] {
-    return this.read(() => (this.db.prepare("SELECT id FROM runs ORDER BY id DESC LIMIT ?").all(limit) as { id: number }[]).map((r) => r.id));
+    return this.read(() => (this.stmt("SELECT id FROM runs ORDER BY id DESC LIMIT ?").all(limit) as { id: number }[]).map((r) => r.id));
   }
 }
 

@@ -161,6 +161,8 @@ export class FileGuestInstallCache implements GuestInstallCache {
   }
   add(vm: string, hash: string): void {
     const vms = this.read();
+    // Already the newest entry (every call after the first): nothing to write.
+    if (vms[vm]?.at(-1) === hash) return;
     const list = (vms[vm] ?? []).filter((h) => h !== hash);
     list.push(hash);
     vms[vm] = list.slice(-FileGuestInstallCache.MAX_HASHES_PER_VM);

@@ -28,7 +28,7 @@ import {
   type GuestInstallCache,
   type GuestProgram,
 } from "./guest-programs.js";
-import { ProbeRequestSchema, ProbeResponseSchema, type ProbeRequest, type ProbeResponse, type ProbeRunResult } from "./probe-schema.js";
+import { ProbeResponseSchema, probeRequestWithDefaults, type ProbeRequest, type ProbeResponse, type ProbeRunResult } from "./probe-schema.js";
 import { shellJoin } from "./shell-quote.js";
 
 /**
@@ -193,8 +193,8 @@ export interface ProbeOptions {
  * stopped VM costs no extra call, stdout capped at {@link PROBE_MAX_OUTPUT_BYTES}) — two only when the install
  * cache said "installed" but the VM lost the file (the retry sends the program).
  *
- * @param request validated (and defaults filled) with {@link ProbeRequestSchema} before sending; an invalid
- *   request is a caller bug and throws the ZodError.
+ * @param request the host's request; its defaults are filled ({@link probeRequestWithDefaults}), it is not validated
+ *   again (its type is checked at compile time; the guest caps every value).
  * @returns the VM's answer, validated: times are epoch ms on the VM's clock (`now_ms` is that clock), sizes bytes.
  * @throws NoBunError (kind prerequisite) when the VM has no bun; ProbeError for a failed install, any other
  *   non-zero exit, or output that is not one valid ProbeResponse JSON line.
@@ -202,7 +202,7 @@ export interface ProbeOptions {
  * @throws PrerequisiteError when fabrik's own dist/guest/probe.js is missing (before any call).
  */
 export async function probeVm(driver: VmDriver, vm: string, request: ProbeRequest, opts: ProbeOptions): Promise<ProbeResponse> {
-  const req = ProbeRequestSchema.parse(request);
+  const req = probeRequestWithDefaults(request);
   const program = loadGuestProgram("probe");
   const stdin = encodeGuestRequest(JSON.stringify(req));
   const candidates = probeBunCandidates(req);

@@ -29,7 +29,7 @@ let built = false;
 /** Throw unless `dist/` holds a build at least as new as every source file under src/ (tests never build). */
 export function assertBuilt(): void {
   if (built || process.env.FABRIK_TEST_BIN) return;
-  const cli = path.join(REPO_ROOT, "dist", "cli", "fabrik.js");
+  const cli = path.join(REPO_ROOT, "dist", "cli", "fabrik.cjs");
   const distTime = fs.statSync(cli, { throwIfNoEntry: false })?.mtimeMs;
   if (distTime === undefined) throw new Error("dist/ is missing: run `npm run build` first (`npm test` does)");
   const newest = (dir: string): { file: string; t: number } => {

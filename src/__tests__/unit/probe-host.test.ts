@@ -10,7 +10,7 @@ import { VmUnavailableError } from "../../core/errors.js";
 import type { ExecResult } from "../../vm/driver.js";
 import { MemoryGuestInstallCache, guestBundlePath, guestHash, loadGuestProgram } from "../../vm/guest-programs.js";
 import { ProbeError, encodeGuestRequest, probeArgv, probeBunCandidates, probeVm, requestBytes } from "../../vm/probe.js";
-import { ProbeRequestSchema, type ProbeRequest } from "../../vm/probe-schema.js";
+import { ProbeRequestSchema, probeRequestWithDefaults, type ProbeRequest } from "../../vm/probe-schema.js";
 import { shellJoin } from "../../vm/shell-quote.js";
 import { FakeDriver } from "../helpers/fake-driver.js";
 
@@ -46,10 +46,11 @@ describe("probeVm: output validation and errors", () => {
     await expect(probeVm(driver, "vm-off", request(), { timeoutMs: 1000 })).rejects.toBe(unavailable);
   });
 
-  it("an invalid request is refused before any call", async () => {
-    const driver = new FakeDriver("local");
-    await expect(probeVm(driver, "vm", { v: 1, runs: [], max_nodes: 0 }, { timeoutMs: 1000 })).rejects.toThrow();
-    expect(driver.calls).toHaveLength(0);
+  it("the request's defaults are filled by a plain function that agrees with the wire schema (the host's own request is not validated again)", () => {
+    const bare: ProbeRequest = { v: 1, runs: [{ key: "1", control_dir: "/c", db_path: null, smithers_run_id: null }] };
+    expect(probeRequestWithDefaults(bare)).toEqual(ProbeRequestSchema.parse(bare));
+    const full: ProbeRequest = { ...bare, nodes: true, max_nodes: 7, row_size_warn_bytes: 9, discover_roots: ["/w"], error_chars: 11 };
+    expect(probeRequestWithDefaults(full)).toEqual(ProbeRequestSchema.parse(full));
   });
 });
 

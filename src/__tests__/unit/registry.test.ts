@@ -4,7 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createRequire } from "node:module";
-import { Registry, SCHEMA_VERSION } from "../../fabrik/registry.js";
+import { RUN_LIST_COLUMNS, Registry, SCHEMA_VERSION } from "../../fabrik/registry.js";
 import { ConfigError } from "../../core/errors.js";
 
 const require = createRequire(import.meta.url);
@@ -58,6 +58,23 @@ describe("Registry", () => {
     expect(reg.runEvents(1)[0]!.kind).toBe("resumed");
     expect(reg.findRun("vm2", b.smithers_db_path, "other")?.id).toBe(2);
     expect(() => reg.insertRun(newRun("vm2", "other"))).toThrow(/UNIQUE/);
+    reg.close();
+  });
+
+  it("iterates listed columns as records equal to the whole rows' (newest first, ties by id, filters as listRuns)", () => {
+    const reg = Registry.open(path.join(dir, "r.db"));
+    const full = { ...newRun("vm1", "s-1"), label: "L", engine_version: "0.5.0", exit_code: 3, failure_reason: "why", started_at_ms: 11, finished_at_ms: 12 };
+    reg.insertRun({ ...full, last_check_at_ms: 13, last_check_json: '{"x":1}', launcher_pid: 14, engine_pid: 15, resume_count: 2 }, 1000);
+    reg.insertRun(newRun("vm2", "s-2"), 1000);
+    reg.insertRun({ ...newRun("vm1", "s-3"), status: "done" }, 2000);
+    const listed = [...reg.iterateRuns()];
+    expect(listed.map((r) => r.id)).toEqual([3, 2, 1]);
+    for (const r of listed) {
+      const whole = reg.getRun(r.id)!;
+      expect(r).toEqual(Object.fromEntries(RUN_LIST_COLUMNS.map((c) => [c, whole[c]])));
+    }
+    expect([...reg.iterateRuns({ vm: "vm1", limit: 1 })].map((r) => r.id)).toEqual([3]);
+    expect([...reg.iterateRuns({ statuses: ["running"] })].map((r) => r.id)).toEqual([2, 1]);
     reg.close();
   });
 

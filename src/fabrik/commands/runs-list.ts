@@ -16,10 +16,11 @@ export default defineCommand({
   },
   async run(ctx, a) {
     const [{ listRunViews }, { RUN_LIST_HEADERS, runListCells, NO_RUNS }] = await Promise.all([import("../runs-service.js"), import("../render/run.js")]);
-    const { views, warnings } = await listRunViews(ctx, { vm: a.vm, statuses: a.status?.map(String), stuck: a.stuck, limit: a.limit, since: a.since, live: a.live });
+    const { views, json, warnings } = await listRunViews(ctx, { vm: a.vm, statuses: a.status?.map(String), stuck: a.stuck, limit: a.limit, since: a.since, live: a.live });
     return {
       kind: "list",
       rows: views,
+      ...(json ? { json } : {}),
       headers: RUN_LIST_HEADERS,
       cells: runListCells,
       ...(a.quiet ? { line: (v: { id: number }) => String(v.id) } : {}),

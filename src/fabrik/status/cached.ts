@@ -68,16 +68,19 @@ export interface CheckSummary {
 
 /** The state of a run from the cache alone: `none` (`--no-live`) or an unreachable VM (`reason`). */
 export function cachedRunState(cache: RunListRecord, obs: { kind: "none" } | { kind: "unreachable"; reason: string }): DerivedState {
-  const base: DerivedState = {
-    effective_status: cache.status,
-    reason: "from the cache (not checked live)",
-    status_rule: "cache",
-    source: "cache",
-    engine_run_status: null,
-    current_task: null,
+  // One object literal of a fixed shape (no spreads): `runs list --no-live` builds one per cached run.
+  const last = lastCheckSummary(cache);
+  const unreachable = obs.kind === "unreachable";
+  return {
+    effective_status: unreachable ? "unreachable" : cache.status,
+    reason: unreachable ? `VM ${cache.vm} is unreachable: ${obs.reason}` : "from the cache (not checked live)",
+    status_rule: unreachable ? "unreachable" : "cache",
+    source: unreachable ? "unreachable" : "cache",
+    engine_run_status: last ? last.engine_run_status : null,
+    current_task: last ? last.current_task : null,
     current_attempt: null,
     current_task_started_at_ms: null,
-    progress: null,
+    progress: last ? last.progress : null,
     engine_heartbeat_age_ms: null,
     launcher_heartbeat_age_ms: null,
     engine_alive: null,
@@ -85,41 +88,33 @@ export function cachedRunState(cache: RunListRecord, obs: { kind: "none" } | { k
     engine_pid: cache.engine_pid,
     launcher_pid: cache.launcher_pid,
     exit_code: cache.exit_code,
-    db_size_bytes: null,
+    db_size_bytes: last ? last.db_size_bytes : null,
     wal_size_bytes: null,
     db_path: cache.smithers_db_path,
     run_sh_engine: null,
-    last_failed: null,
+    last_failed: last ? last.last_failed : null,
     run_error: cache.failure_reason,
     missing_facts: [],
     mismatches: [],
-    diagnoses: [],
+    diagnoses: unreachable
+      ? [
+          {
+            code: "UNREACHABLE",
+            severity: "warning",
+            message: `VM ${cache.vm} could not be asked (${obs.reason}); showing cached values (cache says ${cache.status}). The run was NOT judged dead.`,
+            next_command: `fabrik vm list`,
+          },
+        ]
+      : [],
     cache_status: undefined,
     cache_failure_reason: undefined,
     cache_clear_exit_code: false,
   };
-  if (obs.kind === "none") return { ...base, ...lastCheckSummary(cache) };
-  return {
-    ...base,
-    ...lastCheckSummary(cache),
-    effective_status: "unreachable",
-    reason: `VM ${cache.vm} is unreachable: ${obs.reason}`,
-    status_rule: "unreachable",
-    source: "unreachable",
-    diagnoses: [
-      {
-        code: "UNREACHABLE",
-        severity: "warning",
-        message: `VM ${cache.vm} could not be asked (${obs.reason}); showing cached values (cache says ${cache.status}). The run was NOT judged dead.`,
-        next_command: `fabrik vm list`,
-      },
-    ],
-  };
 }
 
-/** The values remembered from the last live check (`last_check_json`), for cache-only and unreachable views. */
-function lastCheckSummary(cache: RunListRecord): Partial<DerivedState> {
-  if (!cache.last_check_json) return {};
+/** The values remembered from the last live check (`last_check_json`), for cache-only and unreachable views; null when none. */
+function lastCheckSummary(cache: RunListRecord): Pick<DerivedState, "engine_run_status" | "current_task" | "progress" | "db_size_bytes" | "last_failed"> | null {
+  if (!cache.last_check_json) return null;
   try {
     const j = JSON.parse(cache.last_check_json) as Partial<CheckSummary> & { vm_status?: unknown };
     const engineStatus = typeof j.engine_run_status === "string" ? j.engine_run_status : typeof j.vm_status === "string" ? j.vm_status : null;
@@ -131,6 +126,6 @@ function lastCheckSummary(cache: RunListRecord): Partial<DerivedState> {
       last_failed: j.last_failed ?? null,
     };
   } catch {
-    return {};
+    return null;
   }
 }

@@ -66,7 +66,8 @@ export class SshTransport {
    * @returns the zod-validated response (times epoch ms on the VM's clock, sizes bytes).
    * @throws VmUnavailableError when the VM cannot be reached or does not answer within the deadline;
    *   NoBunError (kind prerequisite) when the VM has no bun; ProbeError when the probe keeps exiting or answers
-   *   with something that is not a valid response. An invalid request is a caller bug and throws the ZodError.
+   *   with something that is not a valid response. The request is the host's own: its defaults are filled, it is
+   *   not validated again (probe-schema.ts, probeRequestWithDefaults).
    */
   probe(req: ProbeRequest, opts: { timeoutMs: number }): Promise<ProbeResponse> {
     return this.probes.probe(req, opts);

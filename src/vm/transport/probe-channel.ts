@@ -14,7 +14,7 @@ import type { ClientChannel } from "ssh2";
 import { VmUnavailableError } from "../../core/errors.js";
 import { loadGuestProgram, type GuestInstallCache } from "../guest-programs.js";
 import { NoBunError, ProbeError, isNoBunExit, isNotInstalledExit, parseProbeLine, probeArgv, probeBunCandidates } from "../probe.js";
-import { ProbeRequestSchema, type ProbeRequest, type ProbeResponse } from "../probe-schema.js";
+import { probeRequestWithDefaults, type ProbeRequest, type ProbeResponse } from "../probe-schema.js";
 import { retryUntil } from "../retry.js";
 import { shellJoin } from "../shell-quote.js";
 import { TransportLost, errorText, type SshConnection } from "./connection.js";
@@ -40,11 +40,11 @@ export class SshProbeService {
 
   /**
    * Ask the probe one question (see SshTransport.probe for the contract).
-   * @throws VmUnavailableError, NoBunError, ProbeError; a ZodError for an invalid request (a caller bug).
+   * @throws VmUnavailableError, NoBunError, ProbeError.
    */
   probe(req: ProbeRequest, opts: { timeoutMs: number }): Promise<ProbeResponse> {
     const deadlineAt = Date.now() + opts.timeoutMs;
-    const parsed = ProbeRequestSchema.parse(req);
+    const parsed = probeRequestWithDefaults(req);
     const line = JSON.stringify(parsed);
     const candidates = probeBunCandidates(parsed);
     const run = this.queue.then(() => this.probeNow(line, candidates, deadlineAt, opts.timeoutMs));
