@@ -9,6 +9,8 @@ import vmStart from "./vm-start.js";
 import vmStop from "./vm-stop.js";
 import vmDelete from "./vm-delete.js";
 import vmShell from "./vm-shell.js";
+import vmAdd from "./vm-add.js";
+import vmRemove from "./vm-remove.js";
 import runStart from "./run-start.js";
 import runAttach from "./run-attach.js";
 import runResume from "./run-resume.js";
@@ -22,7 +24,7 @@ import configSet from "./config-set.js";
 import configUnset from "./config-unset.js";
 
 export const COMMAND_TREE: readonly CommandGroup[] = [
-  { command: "vm", describe: "manage the VMs runs execute in", commands: [vmCreate, vmList, vmStart, vmStop, vmDelete, vmShell] },
+  { command: "vm", describe: "manage the VMs runs execute in", commands: [vmCreate, vmAdd, vmList, vmStart, vmStop, vmDelete, vmRemove, vmShell] },
   { command: "run", describe: "start a workflow run in a VM (and: run attach, run resume)", commands: [runStart, runAttach, runResume] },
   { command: "runs", describe: "inspect runs: list, show, watch, import", commands: [runsList, runsShow, runsWatch, runsImport] },
   { command: "config", describe: "fabrik's settings: list, get, set, unset (with where each value came from)", commands: [configList, configGet, configSet, configUnset] },

@@ -1,0 +1,282 @@
+/**
+ * Real OpenSSH hosts for tests and benchmarks of fabrik's `ssh` driver (root only; Node builtins only).
+ *
+ * A "host" is an OpenSSH sshd on 127.0.0.1:<its own port>, running in a pid/mount/uts namespace of its own
+ * (`host-init.sh` is its pid 1), with:
+ * - its own user (a uid that exists nowhere else: the namespace sees a copy of /etc/passwd and /etc/group with
+ *   that user added) and its own home, `/home/<user>` inside the host, which is the folder `<host dir>/home` here;
+ * - its own ed25519 host key; key-only login (`PasswordAuthentication no`, `UsePAM no`, `AllowUsers <user>`,
+ *   `StrictModes yes`), the world's client key in `~/.ssh/authorized_keys`; no agent or X11 forwarding;
+ *   TCP forwarding only for hosts made to be jump hosts;
+ * - `LogLevel VERBOSE` to `<host dir>/sshd.log`: one `Accepted publickey` line per connection and one
+ *   `Starting session` line per channel, which is how tests and the bench count what fabrik did.
+ *
+ * Powering a host off SIGKILLs its `unshare` parent (`--kill-child`): every process of the host dies at once and its
+ * connections drop, like pulling the plug. Starting it again keeps its port, home, user and (unless asked) host key.
+ *
+ * Used by src/__tests__/helpers/ssh-fleet.ts (e2e) and scripts/bench/ssh-scale.mjs (the 50-host benchmark).
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { randomInt } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const HOST_INIT = path.join(HERE, "host-init.sh");
+export const SSHD = process.env.FABRIK_TEST_SSHD || "/usr/sbin/sshd";
+
+/** Why test hosts cannot run here, or undefined. */
+export function sshHostsUnavailable() {
+  if (process.getuid?.() !== 0) return "test SSH hosts need root (namespaces, a user per host)";
+  if (!fs.existsSync(SSHD)) return `no sshd at ${SSHD} (apt-get install openssh-server)`;
+  for (const tool of ["unshare", "ssh-keygen"]) {
+    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `${tool} is missing`;
+  }
+  return undefined;
+}
+
+function run(cmd, args, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], ...opts });
+    let out = "";
+    let err = "";
+    p.stdout.on("data", (d) => (out += d));
+    p.stderr.on("data", (d) => (err += d));
+    p.on("error", reject);
+    p.on("close", (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(" ")} exited ${code}: ${err.trim()}`))));
+  });
+}
+
+/** A free TCP port on 127.0.0.1 (bound and released: another process could take it, which tests tolerate). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once 127.0.0.1:port answers with an SSH banner; rejects after `timeoutMs`. */
+export async function waitForBanner(port, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const sock = net.connect(port, "127.0.0.1");
+      const t = setTimeout(() => {
+        sock.destroy();
+        resolve(false);
+      }, 1000);
+      sock.once("data", (d) => {
+        clearTimeout(t);
+        sock.destroy();
+        resolve(d.toString("latin1").startsWith("SSH-"));
+      });
+      sock.once("error", () => {
+        clearTimeout(t);
+        resolve(false);
+      });
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`no SSH banner on 127.0.0.1:${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * A world of test hosts under `dir`: a client key pair (`client/id_ed25519`), an empty known_hosts file
+ * (`client/known_hosts`) and a HOME for fabrik (`client/home`, so nothing touches the real `~/.ssh`).
+ */
+export async function createWorld(dir) {
+  const client = path.join(dir, "client");
+  fs.mkdirSync(path.join(client, "home"), { recursive: true, mode: 0o700 });
+  const key = path.join(client, "id_ed25519");
+  if (!fs.existsSync(key)) await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "fabrik-test-client", "-f", key]);
+  const knownHosts = path.join(client, "known_hosts");
+  if (!fs.existsSync(knownHosts)) fs.writeFileSync(knownHosts, "", { mode: 0o600 });
+  return { dir, key, knownHosts, home: path.join(client, "home"), clientPub: fs.readFileSync(`${key}.pub`, "utf8") };
+}
+
+function passwdWithUser(user, uid, gid, home) {
+  const passwd = fs.readFileSync("/etc/passwd", "utf8").replace(/\n?$/, "\n") + `${user}:*:${uid}:${gid}:fabrik test host:${home}:/bin/bash\n`;
+  const group = fs.readFileSync("/etc/group", "utf8").replace(/\n?$/, "\n") + `${user}:x:${gid}:\n`;
+  return { passwd, group };
+}
+
+function sshdConfig(h, opts) {
+  const lines = [
+    `# fabrik test host ${h.name} (scripts/ssh-hosts/ssh-hosts.mjs)`,
+    `Port ${h.port}`,
+    "ListenAddress 127.0.0.1",
+    `HostKey ${h.dir}/ssh_host_ed25519_key`,
+    `PidFile ${h.dir}/sshd.pid`,
+    "AuthorizedKeysFile .ssh/authorized_keys",
+    "PubkeyAuthentication yes",
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "UsePAM no",
+    "PermitRootLogin no",
+    `AllowUsers ${h.user}`,
+    "StrictModes yes",
+    "AllowAgentForwarding no",
+    `AllowTcpForwarding ${opts.jumpHost ? "yes" : "no"}`,
+    "X11Forwarding no",
+    "PermitTunnel no",
+    "PrintMotd no",
+    "PrintLastLog no",
+    "UseDNS no",
+    "MaxStartups 200",
+    "LogLevel VERBOSE",
+  ];
+  // A bare machine: its sessions see only a few tools (no node, npm or bun), as on a fresh server.
+  if (opts.bare) lines.push(`SetEnv PATH=${h.dir}/bare-bin`);
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * Create (not start) host `name` in `world`.
+ * @param opts.engines `{ "0.32.0": <engine install dir>, … }` hard-linked into `~/.fabrik/engines/<v>` (same filesystem).
+ * @param opts.bare sessions get a PATH with sh, bash and coreutils-like tools only: no node, npm, bun.
+ * @param opts.jumpHost allow TCP forwarding (a jump host).
+ * @param opts.authorize put the world's client key in authorized_keys (default true).
+ */
+export async function createHost(world, name, opts = {}) {
+  const dir = path.join(world.dir, "hosts", name);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const uid = randomInt(100_000, 1_000_000_000);
+  const user = `fh-${name}`.slice(0, 31);
+  const guestHome = `/home/${user}`;
+  const h = { name, dir, user, uid, gid: uid, guestHome, hostHome: path.join(dir, "home"), port: opts.port ?? (await freePort()), world, opts, child: undefined };
+  const { passwd, group } = passwdWithUser(user, uid, uid, guestHome);
+  fs.writeFileSync(path.join(dir, "passwd"), passwd, { mode: 0o644 });
+  fs.writeFileSync(path.join(dir, "group"), group, { mode: 0o644 });
+  await newHostKey(h);
+  // The home: owned by the user, .ssh 0700, authorized_keys 0600 (StrictModes yes checks all of it).
+  const ssh = path.join(h.hostHome, ".ssh");
+  fs.mkdirSync(ssh, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(path.join(ssh, "authorized_keys"), opts.authorize === false ? "" : world.clientPub, { mode: 0o600 });
+  const fab = path.join(h.hostHome, ".fabrik");
+  fs.mkdirSync(path.join(fab, "engines"), { recursive: true, mode: 0o755 });
+  for (const p of [h.hostHome, ssh, path.join(ssh, "authorized_keys"), fab, path.join(fab, "engines")]) fs.chownSync(p, uid, uid);
+  fs.chmodSync(h.hostHome, 0o755);
+  for (const [version, src] of Object.entries(opts.engines ?? {})) {
+    // Hard links: the same files as the source install (read-only to the user: engines are never written after install).
+    await run("cp", ["-al", src, path.join(fab, "engines", version)]);
+  }
+  if (opts.bare) {
+    const bin = path.join(dir, "bare-bin");
+    fs.mkdirSync(bin, { recursive: true });
+    for (const t of ["sh", "bash", "cat", "mkdir", "mv", "rm", "ln", "chmod", "date", "dirname", "basename", "uname", "tar", "tail", "setsid", "flock", "kill", "env", "sleep", "ls", "head", "printf"]) {
+      const found = spawnSync("sh", ["-c", `command -v ${t}`], { encoding: "utf8" }).stdout.trim();
+      if (found.startsWith("/")) fs.symlinkSync(found, path.join(bin, t));
+    }
+  }
+  fs.writeFileSync(path.join(dir, "sshd_config"), sshdConfig(h, opts), { mode: 0o644 });
+  return h;
+}
+
+/** Give `h` a new ed25519 host key (as a reinstalled machine would have). */
+export async function newHostKey(h) {
+  const key = path.join(h.dir, "ssh_host_ed25519_key");
+  fs.rmSync(key, { force: true });
+  fs.rmSync(`${key}.pub`, { force: true });
+  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `fabrik-test-host-${h.name}`, "-f", key]);
+  h.hostKeyPub = fs.readFileSync(`${key}.pub`, "utf8").trim();
+}
+
+/** The known_hosts line for `h` (`[127.0.0.1]:port ssh-ed25519 AAAA…`). */
+export function knownHostsLine(h) {
+  const [type, b64] = h.hostKeyPub.split(/\s+/);
+  return `[127.0.0.1]:${h.port} ${type} ${b64}`;
+}
+
+/** Append `h`'s host key to the world's known_hosts (what a user does after checking the fingerprint). */
+export function trustHost(world, h) {
+  fs.appendFileSync(world.knownHosts, knownHostsLine(h) + "\n");
+}
+
+/** Start (power on) `h` and wait for its SSH banner. */
+export async function startHost(h, { timeoutMs = 15_000 } = {}) {
+  if (h.child && h.child.exitCode === null && h.child.signalCode === null) return;
+  const sshdTest = spawnSync(SSHD, ["-t", "-f", path.join(h.dir, "sshd_config")], { encoding: "utf8" });
+  if (sshdTest.status !== 0) throw new Error(`sshd rejected ${h.dir}/sshd_config: ${sshdTest.stderr.trim()}`);
+  // `detached` puts unshare in a session of its own (no setsid(1): it would fork, and the pid would not be unshare's).
+  const child = spawn(
+    "unshare",
+    ["--kill-child=SIGKILL", "--pid", "--mount", "--uts", "--fork", "--mount-proc", "--propagation", "private", "/bin/bash", HOST_INIT, h.dir, h.user, h.guestHome, SSHD, h.name],
+    { detached: true, stdio: "ignore" },
+  );
+  h.child = child;
+  child.unref();
+  try {
+    await waitForBanner(h.port, timeoutMs);
+  } catch (err) {
+    const log = fs.existsSync(path.join(h.dir, "init.log")) ? fs.readFileSync(path.join(h.dir, "init.log"), "utf8") : "";
+    throw new Error(`${err.message}${log ? `\n${log}` : ""}`);
+  }
+}
+
+/** Power `h` off: SIGKILL its unshare, which SIGKILLs the host's pid 1 and so every process of the host. */
+export async function stopHost(h, { timeoutMs = 10_000 } = {}) {
+  const child = h.child;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  try {
+    process.kill(child.pid, "SIGKILL");
+  } catch {
+    /* gone */
+  }
+  await Promise.race([exited, new Promise((r) => setTimeout(r, timeoutMs))]);
+  // The port closes when the namespace's last process is gone.
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const open = await new Promise((resolve) => {
+      const s = net.connect(h.port, "127.0.0.1");
+      s.once("connect", () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once("error", () => resolve(false));
+    });
+    if (!open) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Synchronous power-off of every started host of a world (exit handlers). */
+export function stopAllSync(hosts) {
+  for (const h of hosts) {
+    try {
+      if (h.child?.pid && h.child.exitCode === null) process.kill(h.child.pid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+/** What `h`'s sshd logged so far: connections accepted and sessions (channels) started, for counting. */
+export function sshdActivity(h) {
+  let text = "";
+  try {
+    text = fs.readFileSync(path.join(h.dir, "sshd.log"), "utf8");
+  } catch {
+    /* none yet */
+  }
+  const lines = text.split("\n");
+  return {
+    logins: lines.filter((l) => l.includes("Accepted publickey for ")).length,
+    sessions: lines.filter((l) => /Starting session: (command|shell)/.test(l)).length,
+    forwards: lines.filter((l) => /direct-tcpip|forwarded to/i.test(l)).length,
+    text,
+  };
+}
+
+/** The host path of a guest path of `h` (`/home/<user>/x` → `<host dir>/home/x`); other paths are the same here. */
+export function hostPathOf(h, guestPath) {
+  if (guestPath === h.guestHome || guestPath.startsWith(`${h.guestHome}/`)) return path.join(h.hostHome, guestPath.slice(h.guestHome.length));
+  return guestPath;
+}
