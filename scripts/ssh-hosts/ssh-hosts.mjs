@@ -49,16 +49,39 @@ function run(cmd, args, opts = {}) {
   });
 }
 
-/** A free TCP port on 127.0.0.1 (bound and released: another process could take it, which tests tolerate). */
-export function freePort() {
-  return new Promise((resolve, reject) => {
+/** The kernel's ephemeral port range (outgoing connections take their local ports from it). */
+function ephemeralRange() {
+  try {
+    const [lo, hi] = fs.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+    if (lo > 0 && hi >= lo) return [lo, hi];
+  } catch {
+    /* not Linux */
+  }
+  return [32768, 60999];
+}
+
+function bindable(port) {
+  return new Promise((resolve) => {
     const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
   });
+}
+
+/**
+ * A free TCP port on 127.0.0.1 BELOW the ephemeral range: a host keeps its port across restarts, and a port in the
+ * ephemeral range could meanwhile be the local end of some outgoing connection (sshd could then not bind it).
+ * Random, and checked by binding it (another process could still take it; tests tolerate that).
+ */
+export async function freePort() {
+  const [lo] = ephemeralRange();
+  const min = 10_000;
+  const max = Math.max(min + 1000, lo - 1);
+  for (let i = 0; i < 200; i++) {
+    const port = randomInt(min, max);
+    if (await bindable(port)) return port;
+  }
+  throw new Error(`no free port in ${min}..${max}`);
 }
 
 /** Resolves once 127.0.0.1:port answers with an SSH banner; rejects after `timeoutMs`. */
@@ -93,6 +116,8 @@ export async function waitForBanner(port, timeoutMs = 15_000) {
  */
 export async function createWorld(dir) {
   const client = path.join(dir, "client");
+  // The world is traversable (a bare host's tools live in it); only the client's files are private.
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   fs.mkdirSync(path.join(client, "home"), { recursive: true, mode: 0o700 });
   const key = path.join(client, "id_ed25519");
   if (!fs.existsSync(key)) await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "fabrik-test-client", "-f", key]);
@@ -141,6 +166,7 @@ function sshdConfig(h, opts) {
  * Create (not start) host `name` in `world`.
  * @param opts.engines `{ "0.32.0": <engine install dir>, … }` hard-linked into `~/.fabrik/engines/<v>` (same filesystem).
  * @param opts.bare sessions get a PATH with sh, bash and coreutils-like tools only: no node, npm, bun.
+ * @param opts.port the port (default: a free one); it stays the host's across restarts.
  * @param opts.jumpHost allow TCP forwarding (a jump host).
  * @param opts.authorize put the world's client key in authorized_keys (default true).
  */
@@ -150,7 +176,7 @@ export async function createHost(world, name, opts = {}) {
   const uid = randomInt(100_000, 1_000_000_000);
   const user = `fh-${name}`.slice(0, 31);
   const guestHome = `/home/${user}`;
-  const h = { name, dir, user, uid, gid: uid, guestHome, hostHome: path.join(dir, "home"), port: opts.port ?? (await freePort()), world, opts, child: undefined };
+  const h = { name, dir, user, uid, gid: uid, guestHome, hostHome: path.join(dir, "home"), port: opts.port ?? (await freePort()), opts: { bare: Boolean(opts.bare), jumpHost: Boolean(opts.jumpHost) }, hostKeyPub: "" };
   const { passwd, group } = passwdWithUser(user, uid, uid, guestHome);
   fs.writeFileSync(path.join(dir, "passwd"), passwd, { mode: 0o644 });
   fs.writeFileSync(path.join(dir, "group"), group, { mode: 0o644 });
@@ -167,16 +193,55 @@ export async function createHost(world, name, opts = {}) {
     // Hard links: the same files as the source install (read-only to the user: engines are never written after install).
     await run("cp", ["-al", src, path.join(fab, "engines", version)]);
   }
-  if (opts.bare) {
-    const bin = path.join(dir, "bare-bin");
-    fs.mkdirSync(bin, { recursive: true });
-    for (const t of ["sh", "bash", "cat", "mkdir", "mv", "rm", "ln", "chmod", "date", "dirname", "basename", "uname", "tar", "tail", "setsid", "flock", "kill", "env", "sleep", "ls", "head", "printf"]) {
-      const found = spawnSync("sh", ["-c", `command -v ${t}`], { encoding: "utf8" }).stdout.trim();
-      if (found.startsWith("/")) fs.symlinkSync(found, path.join(bin, t));
-    }
-  }
+  if (opts.bare) makeBareBin(h);
   fs.writeFileSync(path.join(dir, "sshd_config"), sshdConfig(h, opts), { mode: 0o644 });
+  saveHost(h);
   return h;
+}
+
+/** Persist `h` (`<host dir>/host.json`): a host outlives the process that created it (e.g. a test file's worker). */
+function saveHost(h) {
+  fs.writeFileSync(path.join(h.dir, "host.json"), JSON.stringify(h, null, 1) + "\n");
+}
+
+/** Host `name` of `world` as created (and last started) by any process; undefined when it was never created. */
+export function loadHost(world, name) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(world.dir, "hosts", name, "host.json"), "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Make `h` a bare machine (sessions see no node, npm or bun) or a normal one again; takes effect at its next start. */
+export function setBare(h, bare) {
+  h.opts = { ...h.opts, bare };
+  if (bare) makeBareBin(h);
+  fs.writeFileSync(path.join(h.dir, "sshd_config"), sshdConfig(h, h.opts), { mode: 0o644 });
+  saveHost(h);
+}
+
+function makeBareBin(h) {
+  const bin = path.join(h.dir, "bare-bin");
+  if (fs.existsSync(bin)) return;
+  fs.mkdirSync(bin, { recursive: true });
+  for (const t of ["sh", "bash", "cat", "mkdir", "mv", "rm", "ln", "chmod", "date", "dirname", "basename", "uname", "tar", "tail", "setsid", "flock", "kill", "env", "sleep", "ls", "head", "printf"]) {
+    const found = spawnSync("sh", ["-c", `command -v ${t}`], { encoding: "utf8" }).stdout.trim();
+    if (found.startsWith("/")) fs.symlinkSync(found, path.join(bin, t));
+  }
+}
+
+/** The pid of `h`'s unshare (its power switch) when the host is running, else undefined. */
+export function runningPid(h) {
+  let pid;
+  try {
+    pid = Number(fs.readFileSync(path.join(h.dir, "unshare.pid"), "utf8"));
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    if (cmd.includes(HOST_INIT) && cmd.includes(h.dir)) return pid;
+  } catch {
+    /* not running */
+  }
+  return undefined;
 }
 
 /** Give `h` a new ed25519 host key (as a reinstalled machine would have). */
@@ -186,6 +251,7 @@ export async function newHostKey(h) {
   fs.rmSync(`${key}.pub`, { force: true });
   await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `fabrik-test-host-${h.name}`, "-f", key]);
   h.hostKeyPub = fs.readFileSync(`${key}.pub`, "utf8").trim();
+  if (fs.existsSync(path.join(h.dir, "host.json"))) saveHost(h);
 }
 
 /** The known_hosts line for `h` (`[127.0.0.1]:port ssh-ed25519 AAAA…`). */
@@ -199,9 +265,9 @@ export function trustHost(world, h) {
   fs.appendFileSync(world.knownHosts, knownHostsLine(h) + "\n");
 }
 
-/** Start (power on) `h` and wait for its SSH banner. */
+/** Start (power on) `h` and wait for its SSH banner. A running host is left alone. */
 export async function startHost(h, { timeoutMs = 15_000 } = {}) {
-  if (h.child && h.child.exitCode === null && h.child.signalCode === null) return;
+  if (runningPid(h)) return;
   const sshdTest = spawnSync(SSHD, ["-t", "-f", path.join(h.dir, "sshd_config")], { encoding: "utf8" });
   if (sshdTest.status !== 0) throw new Error(`sshd rejected ${h.dir}/sshd_config: ${sshdTest.stderr.trim()}`);
   // `detached` puts unshare in a session of its own (no setsid(1): it would fork, and the pid would not be unshare's).
@@ -210,8 +276,8 @@ export async function startHost(h, { timeoutMs = 15_000 } = {}) {
     ["--kill-child=SIGKILL", "--pid", "--mount", "--uts", "--fork", "--mount-proc", "--propagation", "private", "/bin/bash", HOST_INIT, h.dir, h.user, h.guestHome, SSHD, h.name],
     { detached: true, stdio: "ignore" },
   );
-  h.child = child;
   child.unref();
+  fs.writeFileSync(path.join(h.dir, "unshare.pid"), String(child.pid));
   try {
     await waitForBanner(h.port, timeoutMs);
   } catch (err) {
@@ -220,38 +286,42 @@ export async function startHost(h, { timeoutMs = 15_000 } = {}) {
   }
 }
 
-/** Power `h` off: SIGKILL its unshare, which SIGKILLs the host's pid 1 and so every process of the host. */
-export async function stopHost(h, { timeoutMs = 10_000 } = {}) {
-  const child = h.child;
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  try {
-    process.kill(child.pid, "SIGKILL");
-  } catch {
-    /* gone */
-  }
-  await Promise.race([exited, new Promise((r) => setTimeout(r, timeoutMs))]);
-  // The port closes when the namespace's last process is gone.
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const open = await new Promise((resolve) => {
-      const s = net.connect(h.port, "127.0.0.1");
-      s.once("connect", () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once("error", () => resolve(false));
+function portOpen(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
     });
-    if (!open) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+    s.once("error", () => resolve(false));
+  });
 }
 
-/** Synchronous power-off of every started host of a world (exit handlers). */
+/** Power `h` off: SIGKILL its unshare, which SIGKILLs the host's pid 1 and so every process of the host. */
+export async function stopHost(h, { timeoutMs = 10_000 } = {}) {
+  const pid = runningPid(h);
+  if (pid) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+  // Down once the namespace's last process is gone and the port closed.
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!runningPid(h) && !(await portOpen(h.port))) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`host ${h.name} (port ${h.port}) did not go down within ${timeoutMs} ms`);
+}
+
+/** Synchronous power-off of hosts (exit handlers). */
 export function stopAllSync(hosts) {
   for (const h of hosts) {
+    const pid = runningPid(h);
     try {
-      if (h.child?.pid && h.child.exitCode === null) process.kill(h.child.pid, "SIGKILL");
+      if (pid) process.kill(pid, "SIGKILL");
     } catch {
       /* gone */
     }

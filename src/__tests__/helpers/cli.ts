@@ -54,6 +54,8 @@ export interface TestEnv {
   limaHome: string;
   /** A folder of this environment's own (config file, templates, scratch). */
   tmp: string;
+  /** Where a VM's guest path is on this machine, when the driver is not the stand-in (helpers/driver-fleet.ts). */
+  hostPathFn?: ((vm: string, guestPath: string) => string) | undefined;
 }
 
 /** The environment for FABRIK_HOME `fabrikHome`, LIMA_HOME `limaHome`, config file `config`. */
@@ -197,6 +199,7 @@ export const STANDIN_GUEST_HOME = "/home/root.guest";
  * only to WAIT cheaply (a file appears); what they assert about a VM they read through fabrik.
  */
 export function hostPathOf(t: TestEnv, vm: string, guestPath: string): string {
+  if (t.hostPathFn) return t.hostPathFn(vm, guestPath);
   if (guestPath === STANDIN_GUEST_HOME || guestPath.startsWith(`${STANDIN_GUEST_HOME}/`)) {
     return path.join(t.limaHome, vm, "guest-home", guestPath.slice(STANDIN_GUEST_HOME.length));
   }

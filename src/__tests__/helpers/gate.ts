@@ -3,8 +3,8 @@
  * task N writes `<dir>/at-N` when it starts, then waits for `<dir>/release-N`. A test that must act while
  * task 3 runs waits for `at-3` (an event, not a time window), acts, and releases the tasks it wants to finish.
  *
- * The folder lives in this run's temp root under /tmp, which stand-in VMs share with the host at the same
- * path, and which local VMs see anyway: the same path works on the host and in the guest.
+ * The folder lives in this run's temp root under /tmp, which stand-in VMs and the ssh test hosts share with the
+ * host at the same path, and which local VMs see anyway: the same path works on the host and in the guest.
  * `dispose()` removes the folder, which releases every task of every run still waiting on it.
  */
 import fs from "node:fs";
@@ -17,6 +17,8 @@ export class Gate {
 
   constructor(prefix = "gate-") {
     this.dir = tempDir(prefix);
+    // Guests that run as their own user (the ssh test hosts) write `at-N` here: world-writable, sticky, like /tmp.
+    fs.chmodSync(this.dir, 0o1777);
   }
 
   /** The workflow input field that enables the gate. */
