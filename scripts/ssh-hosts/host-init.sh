@@ -9,7 +9,7 @@
 #
 # Boot: a tmpfs on /home holding GUEST_HOME, onto which HOST_DIR/home is bind-mounted; HOST_DIR/passwd and
 # HOST_DIR/group bind-mounted on /etc/passwd and /etc/group (they add the host's own user, who exists nowhere
-# else). Then supervise sshd (restarted 0.3 s after it dies). No signal handler: as a namespace init it ignores
+# else). Then supervise sshd (restarted 0.3 s after it dies, unless HOST_DIR/sshd.hold exists). No signal handler: as a namespace init it ignores
 # SIGTERM; bash reaps every child, so orphans adopted here do not pile up as zombies.
 set -u
 dir=$1
@@ -39,6 +39,8 @@ mount --bind "$dir/passwd" /etc/passwd || die "cannot bind-mount passwd"
 mount --bind "$dir/group" /etc/group || die "cannot bind-mount group"
 mkdir -p /run/sshd
 while :; do
+	# While HOST_DIR/sshd.hold exists sshd stays down (a network outage the tests make: the host's runs go on).
+	while [ -e "$dir/sshd.hold" ]; do sleep 0.1; done
 	"$sshd" -D -f "$dir/sshd_config" -E "$dir/sshd.log"
 	sleep 0.3
 done

@@ -13,6 +13,8 @@ export interface SshHostOptions {
   engines?: Record<string, string>;
   bare?: boolean;
   jumpHost?: boolean;
+  /** Let sshd accept agent-forwarding requests (to prove the client never makes one). */
+  agentForwarding?: boolean;
   authorize?: boolean;
   port?: number;
 }
@@ -27,7 +29,7 @@ export interface SshTestHost {
   /** The same folder on this machine. */
   hostHome: string;
   port: number;
-  opts: { bare: boolean; jumpHost: boolean };
+  opts: { bare: boolean; jumpHost: boolean; agentForwarding: boolean };
   /** `ssh-ed25519 AAAA… comment` */
   hostKeyPub: string;
 }
@@ -46,6 +48,8 @@ export function knownHostsLine(h: SshTestHost): string;
 export function trustHost(world: SshWorld, h: SshTestHost): void;
 export function startHost(h: SshTestHost, opts?: { timeoutMs?: number }): Promise<void>;
 export function stopHost(h: SshTestHost, opts?: { timeoutMs?: number }): Promise<void>;
+export function sshdDown(h: SshTestHost, opts?: { timeoutMs?: number }): Promise<void>;
+export function sshdUp(h: SshTestHost, opts?: { timeoutMs?: number }): Promise<void>;
 export function stopAllSync(hosts: SshTestHost[]): void;
 export function sshdActivity(h: SshTestHost): { logins: number; sessions: number; forwards: number; text: string };
 export function hostPathOf(h: SshTestHost, guestPath: string): string;

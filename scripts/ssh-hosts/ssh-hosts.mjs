@@ -147,7 +147,7 @@ function sshdConfig(h, opts) {
     "PermitRootLogin no",
     `AllowUsers ${h.user}`,
     "StrictModes yes",
-    "AllowAgentForwarding no",
+    `AllowAgentForwarding ${opts.agentForwarding ? "yes" : "no"}`,
     `AllowTcpForwarding ${opts.jumpHost ? "yes" : "no"}`,
     "X11Forwarding no",
     "PermitTunnel no",
@@ -168,6 +168,7 @@ function sshdConfig(h, opts) {
  * @param opts.bare sessions get a PATH with sh, bash and coreutils-like tools only: no node, npm, bun.
  * @param opts.port the port (default: a free one); it stays the host's across restarts.
  * @param opts.jumpHost allow TCP forwarding (a jump host).
+ * @param opts.agentForwarding let sshd accept agent forwarding (to show the client never asks for it).
  * @param opts.authorize put the world's client key in authorized_keys (default true).
  */
 export async function createHost(world, name, opts = {}) {
@@ -176,7 +177,7 @@ export async function createHost(world, name, opts = {}) {
   const uid = randomInt(100_000, 1_000_000_000);
   const user = `fh-${name}`.slice(0, 31);
   const guestHome = `/home/${user}`;
-  const h = { name, dir, user, uid, gid: uid, guestHome, hostHome: path.join(dir, "home"), port: opts.port ?? (await freePort()), opts: { bare: Boolean(opts.bare), jumpHost: Boolean(opts.jumpHost) }, hostKeyPub: "" };
+  const h = { name, dir, user, uid, gid: uid, guestHome, hostHome: path.join(dir, "home"), port: opts.port ?? (await freePort()), opts: { bare: Boolean(opts.bare), jumpHost: Boolean(opts.jumpHost), agentForwarding: Boolean(opts.agentForwarding) }, hostKeyPub: "" };
   const { passwd, group } = passwdWithUser(user, uid, uid, guestHome);
   fs.writeFileSync(path.join(dir, "passwd"), passwd, { mode: 0o644 });
   fs.writeFileSync(path.join(dir, "group"), group, { mode: 0o644 });
@@ -314,6 +315,58 @@ export async function stopHost(h, { timeoutMs = 10_000 } = {}) {
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`host ${h.name} (port ${h.port}) did not go down within ${timeoutMs} ms`);
+}
+
+/** Pids of the processes in `h`'s pid namespace whose command is sshd (the listener and every session). */
+function sshdPids(h) {
+  const init = runningPid(h);
+  if (!init) return [];
+  let ns;
+  try {
+    // unshare's child is the host's pid 1; its pid namespace is the host's.
+    const child = fs.readFileSync(`/proc/${init}/task/${init}/children`, "utf8").trim().split(/\s+/)[0];
+    ns = fs.readlinkSync(`/proc/${child}/ns/pid`);
+  } catch {
+    return [];
+  }
+  const out = [];
+  for (const e of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (fs.readlinkSync(`/proc/${e}/ns/pid`) !== ns) continue;
+      if (fs.readFileSync(`/proc/${e}/comm`, "utf8").trim() === "sshd") out.push(Number(e));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/**
+ * A network outage of `h`: its sshd (listener and sessions) is killed and kept down, so every connection drops and
+ * new ones are refused, while everything else on the host (runs, engines) goes on. {@link sshdUp} ends it.
+ */
+export async function sshdDown(h, { timeoutMs = 10_000 } = {}) {
+  fs.writeFileSync(path.join(h.dir, "sshd.hold"), "");
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    for (const pid of sshdPids(h)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
+    if (sshdPids(h).length === 0 && !(await portOpen(h.port))) return;
+    if (Date.now() > deadline) throw new Error(`sshd of host ${h.name} did not stay down`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** End the outage {@link sshdDown} made: sshd starts again (same port and key); resolves once it answers. */
+export async function sshdUp(h, { timeoutMs = 15_000 } = {}) {
+  fs.rmSync(path.join(h.dir, "sshd.hold"), { force: true });
+  await waitForBanner(h.port, timeoutMs);
 }
 
 /** Synchronous power-off of hosts (exit handlers). */
