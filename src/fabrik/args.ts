@@ -49,6 +49,15 @@ export function count(flag: string, min = 0, example = "20") {
   return (raw: unknown): number => wholeNumber(flag, raw, min, example);
 }
 
+/** A TCP port (`--port 2222`): a whole number 1..65535. */
+export function port(flag = "--port") {
+  return (raw: unknown): number => {
+    const n = wholeNumber(flag, raw, 1, "2222");
+    if (n > 65535) refuse(`${flag} must be a TCP port (1..65535), got ${n}`, `e.g. ${flag} 2222`);
+    return n;
+  };
+}
+
 /** Seconds as a positive decimal number (`--interval 2`, `--timeout 0.5`): digits with an optional fraction. */
 export function seconds(flag: string, minS = 0) {
   return (raw: unknown): number => {

@@ -1,13 +1,13 @@
 /**
- * Dynamic shell completion: VM names for `--vm` and for `vm start|stop|delete|shell` (live from the drivers
- * with a 1.5 s deadline, plus the registry), run ids for `--id`/`--run-id` (from the registry).
+ * Dynamic shell completion: VM names for `--vm` and for `vm start|stop|delete|remove|shell` (Lima and local VMs live from the drivers
+ * with a 1.5 s deadline, plus the registry, which holds the ssh VMs: completion never dials a machine), run ids for `--id`/`--run-id` (from the registry).
  */
 import { createContext } from "./context.js";
 import type { DriverName, VmDriver } from "../vm/driver.js";
 
 const VM_FLAGS = new Set(["--vm"]);
 const ID_FLAGS = new Set(["--id", "--run-id"]);
-const VM_POSITIONAL = new Set(["start", "stop", "delete", "shell", "install-engine"]);
+const VM_POSITIONAL = new Set(["start", "stop", "delete", "shell", "install-engine", "remove"]);
 
 /**
  * Values to complete for the word being typed, or undefined to fall back to yargs' defaults (commands,

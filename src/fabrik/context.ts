@@ -30,7 +30,7 @@ export interface Context {
   guestInstalls(): Promise<GuestInstallCache>;
   /** The registry, opened on first call (better-sqlite3 is loaded then). */
   registry(): Registry;
-  /** Release resources (close the registry). */
+  /** Release resources (the drivers' connections, the registry). */
   close(): void;
   /**
    * Why the config file or environment could not be used, for commands built with `lenientConfig` (`fabrik
@@ -69,11 +69,14 @@ export async function createContext(opts: ContextOptions = {}): Promise<Context>
     config = await resolveConfig(noFile, env, opts.flags ?? {}).catch(() => resolveConfig(noFile, {}, opts.flags ?? {}));
   }
   const io = opts.io ? { ...opts.io, json: opts.json ?? opts.io.json } : processIo({ color: opts.color ?? "auto", json: opts.json ?? false, env });
-  const drivers = new DriverSet(config, paths, env);
-  for (const [name, d] of Object.entries(opts.drivers ?? {})) if (d) drivers.set(name as DriverName, d);
   let registry: Registry | undefined;
   let installs: Promise<GuestInstallCache> | undefined;
   const { Registry: RegistryClass } = await import("./registry.js");
+  const openRegistry = () => (registry ??= RegistryClass.open(paths.registry, { home: paths.home }));
+  const guestInstalls = () =>
+    (installs ??= import("../vm/guest-programs.js").then(({ FileGuestInstallCache }) => new FileGuestInstallCache(path.join(paths.cache, "guest-installs.json"))));
+  const drivers = new DriverSet(config, paths, env, { registry: openRegistry, guestInstalls });
+  for (const [name, d] of Object.entries(opts.drivers ?? {})) if (d) drivers.set(name as DriverName, d);
   return {
     io,
     paths,
@@ -82,13 +85,10 @@ export async function createContext(opts: ContextOptions = {}): Promise<Context>
     now: opts.now ?? Date.now,
     signal: opts.signal ?? new AbortController().signal,
     driver: (name) => drivers.get(name),
-    guestInstalls: () =>
-      (installs ??= import("../vm/guest-programs.js").then(({ FileGuestInstallCache }) => new FileGuestInstallCache(path.join(paths.cache, "guest-installs.json")))),
-    registry() {
-      registry ??= RegistryClass.open(paths.registry, { home: paths.home });
-      return registry;
-    },
+    guestInstalls,
+    registry: openRegistry,
     close() {
+      void drivers.close();
       registry?.close();
       registry = undefined;
     },

@@ -126,7 +126,20 @@ export interface VmRecord {
   guest_home: string | null;
   created_at_ms: number;
   template: string | null;
+  /** `ssh` driver only (null otherwise): where the machine is, as `vm add` recorded it. */
+  ssh_host?: string | null;
+  ssh_port?: number | null;
+  ssh_user?: string | null;
+  /** Absolute path of the private key; null: the default keys and ssh-agent. */
+  ssh_identity?: string | null;
+  /** Absolute path of the known_hosts file; null: `~/.ssh/known_hosts`. */
+  ssh_known_hosts?: string | null;
+  /** Jump host `user@host:port`, or null. */
+  ssh_jump?: string | null;
 }
+
+/** A VM of the `ssh` driver as `vm add` records it (all address fields set). */
+export type SshVmRecord = VmRecord & { driver: "ssh"; ssh_host: string; ssh_port: number; ssh_user: string };
 
 /** One entry in a run's history (launch, resume, failure, import, status change). */
 export interface RunEvent {
@@ -179,7 +192,7 @@ export interface RunFilter {
 }
 
 /** Current schema version; bump with a new entry in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 /** Migrations, index i upgrades version i to i+1. Each runs in one transaction. */
 const MIGRATIONS: readonly string[] = [
@@ -268,6 +281,27 @@ const MIGRATIONS: readonly string[] = [
     acquired_at_ms INTEGER NOT NULL,
     expires_at_ms INTEGER NOT NULL
   );
+  `,
+  // v5: the `ssh` driver: the driver CHECK admits 'ssh' (SQLite cannot alter a CHECK, so the table is rebuilt) and
+  // an ssh VM carries its address, identity, known_hosts file and jump host (see VmRecord).
+  `
+  CREATE TABLE vms_v5 (
+    name TEXT PRIMARY KEY,
+    driver TEXT NOT NULL CHECK (driver IN ('lima','local','ssh')),
+    guest_home TEXT,
+    created_at_ms INTEGER NOT NULL,
+    template TEXT,
+    ssh_host TEXT,
+    ssh_port INTEGER CHECK (ssh_port IS NULL OR ssh_port BETWEEN 1 AND 65535),
+    ssh_user TEXT,
+    ssh_identity TEXT,
+    ssh_known_hosts TEXT,
+    ssh_jump TEXT,
+    CHECK (driver <> 'ssh' OR (ssh_host IS NOT NULL AND ssh_port IS NOT NULL AND ssh_user IS NOT NULL))
+  );
+  INSERT INTO vms_v5 (name, driver, guest_home, created_at_ms, template) SELECT name, driver, guest_home, created_at_ms, template FROM vms;
+  DROP TABLE vms;
+  ALTER TABLE vms_v5 RENAME TO vms;
   `,
 ];
 
@@ -614,6 +648,23 @@ export class Registry {
              template = COALESCE(excluded.template, vms.template)`,
         )
         .run(vm);
+    });
+  }
+
+  /**
+   * Register an ssh VM (`vm add`). Refuses (returns false, nothing written) when a VM of that name exists.
+   * @returns true when inserted.
+   */
+  addSshVm(vm: SshVmRecord): boolean {
+    return this.write(() => {
+      const info = this.db
+        .prepare(
+          `INSERT INTO vms (name, driver, guest_home, created_at_ms, template, ssh_host, ssh_port, ssh_user, ssh_identity, ssh_known_hosts, ssh_jump)
+           VALUES (@name, 'ssh', @guest_home, @created_at_ms, NULL, @ssh_host, @ssh_port, @ssh_user, @ssh_identity, @ssh_known_hosts, @ssh_jump)
+           ON CONFLICT(name) DO NOTHING`,
+        )
+        .run({ ssh_identity: null, ssh_known_hosts: null, ssh_jump: null, ...vm });
+      return info.changes === 1;
     });
   }
 

@@ -4,10 +4,12 @@
  * Drivers:
  * - `lima` (`lima-driver.ts`): a Lima instance, driven through `limactl` (lima-contract.md).
  * - `local` (`local-driver.ts`): a folder on this host posing as a VM (no isolation), same in-VM layout.
+ * - `ssh` (`ssh-driver.ts`): an existing Linux machine reached over SSH, registered with `vm add` (never created,
+ *   started or stopped by fabrik), same in-VM layout.
  */
 
 /** The drivers fabrik has (the `--driver` values, recorded per VM in the registry). */
-export const DRIVER_NAMES = ["lima", "local"] as const;
+export const DRIVER_NAMES = ["lima", "local", "ssh"] as const;
 export type DriverName = (typeof DRIVER_NAMES)[number];
 
 /** VM status in Lima's words (lima-contract §1): Running, Stopped, Broken; Unknown when it cannot be told. */
@@ -131,4 +133,6 @@ export interface VmDriver {
   shell(name: string, argv: readonly string[] | undefined, opts: { cwd?: string | undefined }): Promise<number>;
   /** SSH coordinates for the persistent transport, or undefined when the driver has no SSH path. */
   sshTarget(name: string): Promise<SshTarget | undefined>;
+  /** Release what the driver holds open (the `ssh` driver's connections). Optional; called when a command ends. */
+  close?(): void;
 }

@@ -104,7 +104,11 @@ export async function ensureEngine(
           : r.exitCode === 19
             ? "`bun install` of the engine failed (is the npm registry reachable from the VM?)"
             : `exit ${r.exitCode}`;
-    throw new PrerequisiteError(`cannot install engine ${version} in VM ${vm}: ${what}${tail ? `: ${tail}` : ""}`, "check the VM's network and disk, then retry; see `fabrik vm shell " + vm + "`");
+    const hint =
+      r.exitCode === 17
+        ? `install Node.js ≥ 18 with npm (Debian/Ubuntu: \`apt-get install nodejs npm\`) or bun ≥ 1.3 (https://bun.sh) in VM ${vm}, then retry`
+        : "check the VM's network and disk, then retry; see `fabrik vm shell " + vm + "`";
+    throw new PrerequisiteError(`cannot install engine ${version} in VM ${vm}: ${what}${tail ? `: ${tail}` : ""}`, hint);
   }
   const fresh = r.stderr.includes("installing smithers-orchestrator");
   return { version, dialect, layout, fresh, durationMs: Date.now() - started };

@@ -3,7 +3,9 @@
  *
  * - `ssh`: the persistent {@link SshTransport} (one connection, one long-lived probe channel), when the
  *   caller prefers it and the driver offers SSH coordinates (`driver.sshTarget`, Lima's ssh.config, read again
- *   before every reconnect);
+ *   before every reconnect) — or, for a driver that owns its VMs' transports (the `ssh` driver,
+ *   {@link TransportOwner}), that very transport, borrowed: the command's one connection to the VM serves its
+ *   probes, refreshes and follows, and outlives the session;
  * - `driver`: the driver's own command path — {@link probeVm} for probes, `driver.stream` for following,
  *   `driver.exec` for commands. The `local` driver has no SSH, so it always uses this path; a Lima VM whose
  *   sshd cannot be reached at open time falls back to it too (with a notice).
@@ -92,6 +94,19 @@ export interface OpenVmSessionOptions {
   installCache?: GuestInstallCache | undefined;
 }
 
+/**
+ * A driver that owns a persistent transport per VM (the `ssh` driver): a session borrows it instead of opening a
+ * connection of its own (which would also bypass the driver's host-key verification). `onNotice` gets connection
+ * lost/reconnected notices until `release()`, which never closes the transport.
+ */
+export interface TransportOwner {
+  sessionTransport(vm: string, onNotice: (msg: string) => void): Promise<{ transport: SshTransport; release: () => void }>;
+}
+
+function ownsTransports(d: VmDriver): d is VmDriver & TransportOwner {
+  return typeof (d as Partial<TransportOwner>).sessionTransport === "function";
+}
+
 /** The `tail` argv that prints `path` from byte `offset` (0-based) on and keeps following it (also across re-creation). */
 export function tailFromArgv(path: string, offset: number): string[] {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new Error(`bad offset ${offset}`);
@@ -104,6 +119,11 @@ export function tailFromArgv(path: string, offset: number): string[] {
  */
 export async function openVmSession(driver: VmDriver, vm: string, opts: OpenVmSessionOptions): Promise<VmSession> {
   const notice = opts.onNotice ?? (() => {});
+  if (opts.preferSsh && ownsTransports(driver)) {
+    // No connect check: the transport reconnects (within each call's deadline) when the VM comes back.
+    const { transport, release } = await driver.sessionTransport(vm, notice);
+    return new SshSession(vm, transport, opts.signal, notice, release);
+  }
   if (opts.preferSsh) {
     let target;
     try {
@@ -121,7 +141,7 @@ export async function openVmSession(driver: VmDriver, vm: string, opts: OpenVmSe
       });
       try {
         await transport.connect({ timeoutMs: opts.connectTimeoutMs ?? 5_000 });
-        return new SshSession(vm, transport, opts.signal, notice);
+        return new SshSession(vm, transport, opts.signal, notice, () => transport.close());
       } catch (err) {
         transport.close();
         notice(`cannot use SSH for VM ${vm} (${(err as Error).message}); using the ${driver.name} driver instead`);
@@ -279,6 +299,8 @@ class SshSession implements VmSession {
     private readonly transport: SshTransport,
     private readonly signal: AbortSignal | undefined,
     private readonly notice: (msg: string) => void,
+    /** Ends this session's hold on the transport: closes it when the session opened it, only detaches when borrowed. */
+    private readonly release: () => void,
   ) {}
 
   probe(req: ProbeRequest, opts: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<ProbeResponse> {
@@ -300,7 +322,7 @@ class SshSession implements VmSession {
 
   close(): void {
     for (const f of [...this.followers]) f.stop();
-    this.transport.close();
+    this.release();
   }
 }
 

@@ -1,14 +1,18 @@
 /**
  * Issue 2 walkthrough, through the built CLI: two VMs with the real `lima` driver against the stand-in
- * limactl, then the same with `--driver local`; plus the bad-input table.
+ * limactl, then the same with `--driver local`, then two real SSH hosts with the `ssh` driver; plus the bad-input
+ * tables.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { disposeTestEnv, fabrik, guestHome, guestUserOf, json, localVmName, makeTestEnv, type TestEnv } from "../helpers/cli.js";
 import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
+import { SSH_HOSTS, addArgs, sshWorld } from "../helpers/driver-fleet.js";
+import * as hosts from "../../../scripts/ssh-hosts/ssh-hosts.mjs";
 
 const skip = missingPrereqs(...STANDIN);
+const sshSkip = missingPrereqs(...SSH_HOSTS);
 
 /** Alive and not a zombie (this machine's pid 1 reaps orphans lazily). */
 function running(pid: number): boolean {
@@ -224,5 +228,110 @@ describe("local VMs of the same name in two FABRIK_HOMEs", () => {
     expect(running(pid)).toBe(true);
     expect((await fabrik(b, ["vm", "stop", name])).code).toBe(0);
     expect(running(pid), `vm stop ${name} in another FABRIK_HOME killed pid ${pid} of this one`).toBe(true);
+  });
+});
+
+describe.skipIf(sshSkip)(titled("vm walkthrough (ssh driver, real OpenSSH hosts)", sshSkip), () => {
+  // Two machines, each its own sshd, user, home and host key: added, listed, used, powered off, removed.
+  let t: TestEnv;
+  let world: hosts.SshWorld;
+  const hs: hosts.SshTestHost[] = [];
+  beforeAll(async () => {
+    ({ world } = await sshWorld());
+    const base = makeTestEnv();
+    t = { ...base, env: { ...base.env, HOME: world.home } };
+    for (const n of ["wk-alpha", "wk-beta"]) {
+      const h = await hosts.createHost(world, n);
+      hosts.trustHost(world, h);
+      await hosts.startHost(h);
+      hs.push(h);
+    }
+  }, 120_000);
+  afterAll(async () => {
+    for (const h of hs) await hosts.stopHost(h).catch(() => undefined);
+    await disposeTestEnv(t);
+  });
+
+  it("adds two machines and lists them (table and --json) with their driver and address", async () => {
+    for (const [i, n] of ["alpha", "beta"].entries()) {
+      const r = await fabrik(t, addArgs(world, n, hs[i]!));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(`${n}\n`);
+      expect(r.stderr).toContain(`registered VM ${n} (ssh ${hs[i]!.user}@127.0.0.1:${hs[i]!.port}`);
+    }
+    const table = await fabrik(t, ["vm", "list"]);
+    expect(table.code).toBe(0);
+    const lines = table.stdout.trim().split("\n");
+    expect(lines[0]).toMatch(/^NAME\tSTATUS\tDRIVER\tSSH/);
+    expect(lines.slice(1).map((l) => l.split("\t").slice(0, 4))).toEqual([
+      ["alpha", "Running", "ssh", `${hs[0]!.user}@127.0.0.1:${hs[0]!.port}`],
+      ["beta", "Running", "ssh", `${hs[1]!.user}@127.0.0.1:${hs[1]!.port}`],
+    ]);
+    const rows = json<VmRow[]>(await fabrik(t, ["vm", "list", "--json"]));
+    expect(rows.map((r) => [r.name, r.status, r.driver, r.guest_home, r.active_runs])).toEqual([
+      ["alpha", "Running", "ssh", hs[0]!.guestHome, 0],
+      ["beta", "Running", "ssh", hs[1]!.guestHome, 0],
+    ]);
+    expect((await fabrik(t, ["vm", "list", "-q"])).stdout).toBe("alpha\nbeta\n");
+  });
+
+  it("passes the guest's exit code, stdin and argv through vm shell", async () => {
+    expect((await fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "exit 7"])).code).toBe(7);
+    const r = await fabrik(t, ["vm", "shell", "alpha", "--", "tr", "a-z", "A-Z"], { input: "hello stdin\n" });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe("HELLO STDIN\n");
+    const q = await fabrik(t, ["vm", "shell", "alpha", "--", "printf", "%s|", "a b", "$HOME", "it's"]);
+    expect(q.stdout).toBe("a b|$HOME|it's|");
+    expect((await fabrik(t, ["vm", "shell", "alpha", "--workdir", "/tmp", "--", "pwd"])).stdout).toBe("/tmp\n");
+  });
+
+  it("keeps machines apart: own user, home and processes", async () => {
+    const who = async (vm: string) => (await fabrik(t, ["vm", "shell", vm, "--", "sh", "-c", 'echo "$(id -un) $HOME"'])).stdout.trim();
+    expect(await who("alpha")).toBe(`${hs[0]!.user} ${hs[0]!.guestHome}`);
+    expect(await who("beta")).toBe(`${hs[1]!.user} ${hs[1]!.guestHome}`);
+    const pid = (await fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!"])).stdout.trim();
+    expect(pid).toMatch(/^\d+$/);
+    expect((await fabrik(t, ["vm", "shell", "alpha", "--", "kill", "-0", pid])).code).toBe(0);
+    expect((await fabrik(t, ["vm", "shell", "beta", "--", "ps", "-eo", "args"])).stdout).not.toContain("sleep 300");
+    await fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "echo a > ~/marker"]);
+    expect((await fabrik(t, ["vm", "shell", "beta", "--", "cat", "marker"])).code).not.toBe(0);
+  });
+
+  it("a powered-off machine is Unknown (with the reason) and refused with exit 6; vm remove unregisters it", async () => {
+    await hosts.stopHost(hs[0]!);
+    const rows = json<VmRow[]>(await fabrik(t, ["vm", "list", "--json"]));
+    expect(rows.find((x) => x.name === "alpha")).toMatchObject({ status: "Unknown", errors: [expect.stringMatching(/ECONNREFUSED/)] });
+    expect(rows.find((x) => x.name === "beta")!.status).toBe("Running");
+    const sh = await fabrik(t, ["vm", "shell", "alpha", "--", "true"]);
+    expect(sh.code).toBe(6);
+    expect(sh.stderr).toMatch(/VM alpha: cannot connect over SSH to .*ECONNREFUSED.*is the machine up/);
+    expect((await fabrik(t, ["vm", "remove", "alpha"])).code).toBe(0);
+    expect(json<VmRow[]>(await fabrik(t, ["vm", "list", "--json"])).map((x) => x.name)).toEqual(["beta"]);
+  });
+
+  it("bad input: one clear line, documented exit code, nothing changed", async () => {
+    const before = (await fabrik(t, ["vm", "list", "--json"])).stdout;
+    const closed = await hosts.freePort();
+    const key = ["--identity", world.key, "--known-hosts", world.knownHosts];
+    const cases: { args: string[]; code: number; msg: RegExp }[] = [
+      { args: ["vm", "add", "bad name!", "--ssh", "u@127.0.0.1"], code: 2, msg: /invalid VM name/ },
+      { args: ["vm", "add", "gamma"], code: 2, msg: /Missing required argument: ssh/ },
+      { args: ["vm", "add", "gamma", "--ssh", "u@h;id"], code: 2, msg: /--ssh "u@h;id" is not USER@HOST/ },
+      { args: ["vm", "add", "gamma", "--ssh", "-oProxyCommand=id"], code: 2, msg: /is not USER@HOST/ },
+      { args: ["vm", "add", "gamma", "--ssh", "u@127.0.0.1", "--port", "70000"], code: 2, msg: /--port must be a TCP port/ },
+      { args: ["vm", "add", "gamma", "--ssh", "u@127.0.0.1", "--jump", "j@h:0"], code: 2, msg: /--jump "j@h:0" is not USER@HOST\[:PORT\]/ },
+      { args: ["vm", "add", "gamma", "--ssh", "u@127.0.0.1", "--port", String(closed), ...key], code: 6, msg: /cannot connect over SSH to u@127\.0\.0\.1:\d+: .*ECONNREFUSED/ },
+      { args: ["vm", "add", "gamma", "--ssh", "u@127.0.0.1", "--identity", "/nonexistent/key"], code: 1, msg: /cannot read the SSH identity \/nonexistent\/key/ },
+      { args: ["vm", "add", "beta", "--ssh", "other@127.0.0.1", "--port", String(hs[1]!.port), ...key], code: 5, msg: /VM beta already exists/ },
+      { args: ["vm", "remove", "ghost"], code: 4, msg: /VM ghost is not registered/ },
+    ];
+    for (const c of cases) {
+      const r = await fabrik(t, c.args);
+      expect(r.code, `${c.args.join(" ")}: ${r.stderr}`).toBe(c.code);
+      expect(r.stderr).toMatch(c.msg);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+    expect((await fabrik(t, ["vm", "list", "--json"])).stdout).toBe(before);
   });
 });

@@ -58,6 +58,8 @@ export interface TestEnv {
   limaHome: string;
   /** A folder of this environment's own (config file, templates, scratch). */
   tmp: string;
+  /** Where a VM's guest path is on this machine, when the driver is not the stand-in (helpers/driver-fleet.ts). */
+  hostPathFn?: ((vm: string, guestPath: string) => string) | undefined;
 }
 
 /**
@@ -241,6 +243,7 @@ export async function guestHome(t: TestEnv, vm: string): Promise<string> {
  * call {@link guestUserOf} (or {@link guestHome}) once first: the guest home is learnt from limactl, not assumed.
  */
 export function hostPathOf(t: TestEnv, vm: string, guestPath: string): string {
+  if (t.hostPathFn) return t.hostPathFn(vm, guestPath);
   const standin = fs.existsSync(path.join(t.limaHome, vm, "lima.yaml"));
   if (!standin) return guestPath;
   const home = guestUsers.get(path.join(t.limaHome, vm))?.home;

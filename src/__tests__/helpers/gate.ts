@@ -4,8 +4,9 @@
  * task 3 runs waits for `at-3` (an event, not a time window), acts, and releases the tasks it wants to finish.
  *
  * The folder lives in this run's temp root, which stand-in VMs see at the same path as a Lima mount (their /tmp
- * is their own: helpers/cli.ts `envFor`), and which local VMs see anyway: the same path works on the host and in
- * the guest. It is writable by everyone, because a Lima guest user is not root.
+ * is their own: helpers/cli.ts `envFor`), the ssh test hosts share with the host, and local VMs see anyway: the
+ * same path works on the host and in the guest. It is writable by everyone (sticky, like /tmp), because a Lima
+ * guest user and an ssh test host's user are not root.
  * `dispose()` removes the folder, which releases every task of every run still waiting on it.
  */
 import fs from "node:fs";
@@ -18,7 +19,8 @@ export class Gate {
 
   constructor(prefix = "gate-") {
     this.dir = tempDir(prefix);
-    fs.chmodSync(this.dir, 0o777);
+    // Guests that run as their own user (the ssh test hosts) write `at-N` here: world-writable, sticky, like /tmp.
+    fs.chmodSync(this.dir, 0o1777);
   }
 
   /** The workflow input field that enables the gate. */

@@ -59,7 +59,7 @@ export default async function setup(): Promise<() => Promise<void>> {
     const { killed, killMs, rmMs } = await removeRoot(root);
     // The workers' shared VMs (helpers/worker-fleet.ts) are powered off here by design; anything else that
     // was still running is worth a line.
-    const fleet = killed.filter((k) => /\/fleet-\d+\//.test(k.cmdline));
+    const fleet = killed.filter((k) => /\/(ssh)?fleet-\d+\//.test(k.cmdline));
     const other = killed.filter((k) => !fleet.includes(k));
     if (fleet.length) console.log(`[fabrik tests] teardown: powered off the workers' shared VMs (${fleet.length} process(es)) and removed ${root} (kill ${killMs} ms, rm ${rmMs} ms)`);
     if (other.length) {

@@ -9,6 +9,8 @@ import vmStart from "./vm-start.js";
 import vmStop from "./vm-stop.js";
 import vmDelete from "./vm-delete.js";
 import vmShell from "./vm-shell.js";
+import vmAdd from "./vm-add.js";
+import vmRemove from "./vm-remove.js";
 import runStart from "./run-start.js";
 import runAttach from "./run-attach.js";
 import runResume from "./run-resume.js";
@@ -36,7 +38,7 @@ import runsPrune from "./runs-prune.js";
 import supervise from "./supervise.js";
 
 export const COMMAND_TREE: readonly CommandGroup[] = [
-  { command: "vm", describe: "manage the VMs runs execute in", commands: [vmCreate, vmList, vmStart, vmStop, vmDelete, vmShell, vmInstallEngine] },
+  { command: "vm", describe: "manage the VMs runs execute in", commands: [vmCreate, vmAdd, vmList, vmStart, vmStop, vmDelete, vmRemove, vmShell, vmInstallEngine] },
   {
     command: "run",
     describe: "start a workflow run in a VM (and: run attach, resume, cancel, approve, deny, signal, compact)",

@@ -7,15 +7,17 @@
  * - Coordinates come from the driver's {@link SshTarget} (Lima's `ssh.config`, lima-contract §3). Lima picks a
  *   new SSH port at every VM start, so with a {@link SshTargetSource} the coordinates are asked for again before
  *   every connection attempt after the first (a reconnect after a VM restart dials the new port, not the old
- *   one). The host key is not checked, exactly as Lima's own config says (`StrictHostKeyChecking no`,
- *   `UserKnownHostsFile /dev/null`): the target is Lima's forwarded port on 127.0.0.1.
+ *   one). Without a {@link SshConnectionOptions.prepareConnect} hook the host key is not checked, exactly as Lima's
+ *   own config says (`StrictHostKeyChecking no`, `UserKnownHostsFile /dev/null`): the target is Lima's forwarded
+ *   port on 127.0.0.1. The `ssh` driver passes a hook that verifies host keys against known_hosts (host-keys.ts),
+ *   authenticates with its keys or agent (never forwarding it) and dials through a jump host.
  * - Channels are opened with a command line the caller built with shellJoin from an argv.
  *
  * This folder is the only place that opens SSH connections (style.md §4).
  */
 import fs from "node:fs";
-import type { Client, ClientChannel } from "ssh2";
-import { InterruptedError, RemoteError, VmUnavailableError } from "../../core/errors.js";
+import type { Client, ClientChannel, ConnectConfig } from "ssh2";
+import { FabrikError, VmUnavailableError } from "../../core/errors.js";
 import type { SshTarget } from "../driver.js";
 import { killArgv } from "../remote-group.js";
 import { retryUntil } from "../retry.js";
@@ -45,10 +47,37 @@ export interface SshConnectionOptions {
   reconnectBudgetMs?: number | undefined;
   /** SSH keepalive period, ms (3 unanswered keepalives = connection lost). Default 5000. */
   keepaliveIntervalMs?: number | undefined;
+  /**
+   * Called before every connection attempt (within its deadline, `timeoutMs`): settings merged over the defaults
+   * (host verifier, authentication, a jump host's socket). A {@link FabrikError} it throws, other than kind
+   * `unavailable`, ends the attempts at once (e.g. a refused jump-host key). Default: none (Lima's loopback VMs).
+   */
+  prepareConnect?: ((timeoutMs: number) => Promise<PreparedConnect>) | undefined;
+}
+
+/** What {@link SshConnectionOptions.prepareConnect} returns for one attempt. */
+export interface PreparedConnect {
+  /** Merged over the connection's own ssh2 settings. With `authHandler` set, the target's identity file is not read. */
+  config: Partial<ConnectConfig>;
+  /**
+   * After a failed attempt: the error to report instead of ssh2's (e.g. the refused host key, with its fingerprint),
+   * or undefined to keep ssh2's error and retry. An error returned here ends the attempts at once.
+   * `reconnecting`: a connection was up before in this process.
+   */
+  explain?: ((err: Error, reconnecting: boolean) => Error | undefined) | undefined;
+  /** Called once when this attempt's connection is gone (or never came up): free what prepare made. */
+  release?: (() => void) | undefined;
 }
 
 /** A failure to open a channel on a connection that is going down: nothing ran yet, so it may be retried. */
 export class TransportLost extends Error {}
+
+/** A connect failure that retrying cannot fix (see {@link PreparedConnect.explain}); carries the error to report. */
+class FatalConnect extends Error {
+  constructor(readonly error: Error) {
+    super(error.message);
+  }
+}
 
 /** An error as one line, with its code (`ECONNREFUSED: …`) or ssh2 level (`timed out: …`). */
 export function errorText(err: unknown): string {
@@ -75,6 +104,7 @@ export class SshConnection {
   private readonly onNotice: (msg: string) => void;
   private readonly connectTimeoutMs: number;
   private readonly keepaliveIntervalMs: number;
+  private readonly prepareConnect: SshConnectionOptions["prepareConnect"];
   private readonly lostListeners = new Set<() => void>();
 
   private client: Client | undefined;
@@ -95,6 +125,7 @@ export class SshConnection {
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 5_000;
     this.reconnectBudgetMs = opts.reconnectBudgetMs ?? 60_000;
     this.keepaliveIntervalMs = opts.keepaliveIntervalMs ?? 5_000;
+    this.prepareConnect = opts.prepareConnect;
   }
 
   /** True while an SSH connection is up (not whether the VM is healthy). */
@@ -119,7 +150,7 @@ export class SshConnection {
 
   /** A VmUnavailableError for a connect/open failure (already-typed errors pass through). */
   unavailable(err: unknown, what: string, timeoutMs: number): Error {
-    if (err instanceof VmUnavailableError || err instanceof RemoteError || err instanceof InterruptedError) return err;
+    if (err instanceof FabrikError) return err; // typed already: unavailable, remote, interrupted, a refused host key …
     return new VmUnavailableError(this.vm, `VM ${this.vm}: ${what}: cannot open an SSH channel within ${timeoutMs} ms: ${errorText(err)}`, "is the VM running? see `fabrik vm list`");
   }
 
@@ -146,6 +177,8 @@ export class SshConnection {
     let attempts = 0;
     let lastError: unknown;
     const exhausted = new Error("deadline reached");
+    /** A failure retrying cannot fix (see PreparedConnect): reported as it is. */
+    let fatal: Error | undefined;
     try {
       const c = await retryUntil(
         async () => {
@@ -153,14 +186,19 @@ export class SshConnection {
           const remaining = deadlineAt - Date.now();
           if (remaining <= 0) throw exhausted;
           attempts++;
-          return await this.connectOnce(Math.min(this.connectTimeoutMs, remaining));
+          try {
+            return await this.connectOnce(Math.min(this.connectTimeoutMs, remaining), reconnecting);
+          } catch (err) {
+            if (err instanceof FatalConnect) fatal = err.error;
+            throw err;
+          }
         },
         {
           deadlineAt,
           onFailedAttempt: (err) => {
             if (err !== exhausted) lastError = err;
           },
-          shouldRetry: (err) => err !== exhausted && !this.closedFlag,
+          shouldRetry: (err) => err !== exhausted && !this.closedFlag && !(err instanceof FatalConnect),
         },
       );
       if (reconnecting) this.onNotice(`reconnected to VM ${this.vm} after ${attempts} attempt${attempts === 1 ? "" : "s"}`);
@@ -171,6 +209,7 @@ export class SshConnection {
       return c;
     } catch {
       if (this.closedFlag) throw new VmUnavailableError(this.vm, `VM ${this.vm}: the SSH transport is closed`);
+      if (fatal) throw fatal;
     }
     const where = `${this.target.user}@${this.target.host}:${this.target.port}`;
     throw new VmUnavailableError(
@@ -215,17 +254,43 @@ export class SshConnection {
     }
   }
 
-  /** One connection attempt within `timeoutMs` (asking for fresh coordinates first); resolves once authenticated. */
-  private async connectOnce(timeoutMs: number): Promise<Client> {
+  /**
+   * One connection attempt within `timeoutMs` (asking for fresh coordinates first); resolves once authenticated.
+   * Throws {@link FatalConnect} to stop retrying.
+   */
+  private async connectOnce(timeoutMs: number, reconnecting: boolean): Promise<Client> {
     const startedAt = Date.now();
     const target = await this.nextTarget(timeoutMs);
-    const key = this.readKey(target);
     timeoutMs = Math.max(1, timeoutMs - (Date.now() - startedAt));
+    let prepared: PreparedConnect | undefined;
+    try {
+      prepared = await this.prepareConnect?.(timeoutMs);
+    } catch (err) {
+      throw err instanceof FabrikError && err.kind !== "unavailable" ? new FatalConnect(err) : err;
+    }
+    let key: Buffer | undefined;
+    try {
+      key = prepared?.config.authHandler ? undefined : this.readKey(target);
+    } catch (err) {
+      prepared?.release?.();
+      throw err;
+    }
     const { Client: ClientClass } = await import("ssh2");
     return await new Promise<Client>((resolve, reject) => {
       const c = new ClientClass();
       let ready = false;
       let lastError: Error | undefined;
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        prepared?.release?.();
+      };
+      const fail = (err: Error) => {
+        release();
+        const explained = prepared?.explain?.(err, reconnecting);
+        reject(explained ? new FatalConnect(explained) : err);
+      };
       const timer = setTimeout(() => {
         lastError = new Error(`no SSH handshake within ${timeoutMs} ms`);
         c.end();
@@ -245,19 +310,27 @@ export class SshConnection {
       });
       c.on("close", () => {
         clearTimeout(timer);
-        if (!ready) return reject(lastError ?? new Error("connection closed during the SSH handshake"));
+        if (!ready) return fail(lastError ?? new Error("connection closed during the SSH handshake"));
+        release();
         this.connectionClosed(c, lastError);
       });
-      c.connect({
-        host: target.host,
-        port: target.port,
-        username: target.user,
-        privateKey: key,
-        readyTimeout: timeoutMs,
-        keepaliveInterval: this.keepaliveIntervalMs,
-        keepaliveCountMax: 3,
-        // No hostVerifier: like Lima's `StrictHostKeyChecking no` to its forwarded 127.0.0.1 port.
-      });
+      try {
+        c.connect({
+          host: target.host,
+          port: target.port,
+          username: target.user,
+          privateKey: key,
+          readyTimeout: timeoutMs,
+          keepaliveInterval: this.keepaliveIntervalMs,
+          keepaliveCountMax: 3,
+          // Without prepareConnect, no hostVerifier: like Lima's `StrictHostKeyChecking no` to its forwarded 127.0.0.1 port.
+          ...prepared?.config,
+        });
+      } catch (err) {
+        // A setting ssh2 refuses before dialling (e.g. a key it cannot parse).
+        clearTimeout(timer);
+        fail(err as Error);
+      }
     });
   }
 

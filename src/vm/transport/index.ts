@@ -8,9 +8,11 @@ import { defaultGuestInstallCache, type GuestInstallCache } from "../guest-progr
 import type { ProbeRequest, ProbeResponse } from "../probe-schema.js";
 import { SshConnection, type SshConnectionOptions } from "./connection.js";
 import { execOverSsh, streamOverSsh, type SshExecOptions, type SshStreamOptions } from "./exec.js";
+import { runAttached, type AttachedIo } from "./interactive.js";
 import { SshProbeService } from "./probe-channel.js";
 
-export { RECONNECT_BACKOFF, SshConnection, type SshConnectionOptions, type SshTargetSource } from "./connection.js";
+export { RECONNECT_BACKOFF, SshConnection, type PreparedConnect, type SshConnectionOptions, type SshTargetSource } from "./connection.js";
+export type { AttachedIo } from "./interactive.js";
 export { DEFAULT_MAX_OUTPUT_BYTES, type SshExecOptions, type SshStreamOptions } from "./exec.js";
 export { EXEC_PREAMBLE, KILL_SCRIPT, STREAM_WATCHDOG } from "../remote-group.js";
 export { MAX_PROBE_LINE_BYTES } from "./probe-channel.js";
@@ -84,6 +86,11 @@ export class SshTransport {
       this.streams.add(ch);
       return () => this.streams.delete(ch);
     });
+  }
+
+  /** Run `argv` (or a login shell) with a terminal attached; resolves with the remote exit status (see {@link runAttached}). */
+  attached(argv: readonly string[] | undefined, io: AttachedIo, opts: { cwd?: string | undefined; connectTimeoutMs: number }): Promise<number> {
+    return runAttached(this.conn, argv, io, opts);
   }
 
   /** Close every channel and the connection. Pending calls fail; later calls throw. Idempotent. */
