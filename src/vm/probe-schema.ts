@@ -84,6 +84,17 @@ export function probeRequestWithDefaults(req: ProbeRequest): ProbeRequestFull {
     row_size_warn_bytes: req.row_size_warn_bytes ?? 100 * 1024,
     discover_roots: req.discover_roots ?? [],
     error_chars: req.error_chars ?? 500,
+    ...(req.health === undefined
+      ? {}
+      : {
+          health: {
+            work_dir: req.health.work_dir,
+            engines_dir: req.health.engines_dir,
+            runs_roots: req.health.runs_roots ?? [],
+            known_control_dirs: req.health.known_control_dirs ?? [],
+            measure_dirs: req.health.measure_dirs ?? [],
+          },
+        }),
   };
 }
 

@@ -51,6 +51,12 @@ describe("probeVm: output validation and errors", () => {
     expect(probeRequestWithDefaults(bare)).toEqual(ProbeRequestSchema.parse(bare));
     const full: ProbeRequest = { ...bare, nodes: true, max_nodes: 7, row_size_warn_bytes: 9, discover_roots: ["/w"], error_chars: 11 };
     expect(probeRequestWithDefaults(full)).toEqual(ProbeRequestSchema.parse(full));
+    // The health section (doctor, fleet) and a run's events request (runs events) travel with their defaults too.
+    const events = { after_seq: 3, limit: 10, node: null, since_ms: null, raw: false };
+    const health: ProbeRequest = { ...bare, runs: [{ ...bare.runs[0]!, events }], health: { work_dir: "/h/work", engines_dir: "/h/.fabrik/engines" } };
+    expect(probeRequestWithDefaults(health)).toEqual(ProbeRequestSchema.parse(health));
+    const healthFull: ProbeRequest = { ...bare, health: { work_dir: "/w", engines_dir: "/e", runs_roots: ["/r"], known_control_dirs: ["/c"], measure_dirs: ["/m"] } };
+    expect(probeRequestWithDefaults(healthFull)).toEqual(ProbeRequestSchema.parse(healthFull));
   });
 });
 
