@@ -309,11 +309,18 @@ while :; do
   # Poll fast until the engine's pid is known (the engine writes its owner within ~1 s), then every interval.
   nap="$HEARTBEAT_INTERVAL_S"
   if [ -z "$engine_pid" ] && [ "$seq" -lt 40 ]; then nap=0.25; fi
+  # An engine that ended while a foreground command ran (mv, sqlite3 above) was reaped then, and bash 5.2's
+  # "wait -n" no longer knows it ("no such job": it would wait on the sleeper for ever); "wait PID" still has its status.
+  if ! kill -0 "$child" 2>/dev/null; then
+    wait "$child"
+    code=$?
+    break
+  fi
   # fd 9 (the lock) stays with the launcher and the engine only, not with helper processes.
   sleep "$nap" 9>&- &
   sleeper=$!
   done_pid=""
-  wait -n -p done_pid "$child" "$sleeper"
+  wait -n -p done_pid "$child" "$sleeper" 2>/dev/null
   st=$?
   # "wait -n -p" leaves done_pid unset when a trapped signal interrupts it.
   if [ "\${done_pid:-}" = "$child" ]; then

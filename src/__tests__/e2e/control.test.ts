@@ -274,6 +274,8 @@ function suite(title: string, setup: () => Promise<{ t: TestEnv; vm: string; hom
       const run = await launch(SEQ, { tasks: 3, sleepMs: 50, failAt: 2 });
       await waitEngineExit(t, VM, run.control_dir, 0);
       await waitStatus(run.id, "failed");
+      // Until the launcher has exited, the run is still settling and why suggests `runs watch` instead of a resume.
+      await waitFor(async () => (await show(run.id)).launcher_alive === false, { timeoutMs: 30_000, intervalMs: 250, what: "the launcher to exit" });
       const r = await cli(["runs", "why", "--id", String(run.id), "--json"]);
       expect(r.code, r.stderr).toBe(0);
       const w = json<{ node: { node_id: string; why: string }; attempts: { attempt: number; state: string; error: string; duration_ms: number }[]; retries: number; retries_left: number; events: TimelineJson[]; log_tail: string[]; next_command: string }>(r);
@@ -306,6 +308,8 @@ function suite(title: string, setup: () => Promise<{ t: TestEnv; vm: string; hom
       const run = await launch(SEQ, { tasks: 2, sleepMs: 50 });
       await waitEngineExit(t, VM, run.control_dir, 0);
       await waitStatus(run.id, "done");
+      // The launcher writes exit_code, then its last heartbeat, then exits: compact wants no process of the run alive.
+      await waitFor(async () => (await show(run.id)).launcher_alive === false, { timeoutMs: 30_000, intervalMs: 250, what: "the launcher to exit" });
       const big = 300_000;
       const write = `const { Database } = require("bun:sqlite"); const d = new Database(process.argv[1]); d.exec("PRAGMA busy_timeout = 5000");
         d.query("update _smithers_attempts set response_text = ? where run_id = ? and node_id = 'step-1'").run("x".repeat(${big}) + "END", process.argv[2]); d.close();`;

@@ -14,13 +14,13 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { disposeTestEnv, fabrik, json, localVmName, makeTestEnv, startFabrik, waitEngineExit, waitFor, type CliResult, type RunningCli, type TestEnv } from "../helpers/cli.js";
+import { disposeTestEnv, fabrik, guestUserOf, json, localVmName, makeTestEnv, startFabrik, waitEngineExit, waitFor, type CliResult, type RunningCli, type TestEnv } from "../helpers/cli.js";
 import { REPO_ROOT } from "../helpers/fixtures.js";
 import { Gate } from "../helpers/gate.js";
 import { STANDIN, missingPrereqs, titled } from "../helpers/prereq.js";
 import { run } from "../helpers/proc.js";
 import { tempDir } from "../helpers/test-root.js";
-import { workerFleet } from "../helpers/worker-fleet.js";
+import { guestPkgCache, standinGuestUid, workerFleet } from "../helpers/worker-fleet.js";
 
 const skip = missingPrereqs(...STANDIN, "flock");
 const SEQ = path.join(REPO_ROOT, "examples/workflows/seq.tsx");
@@ -162,6 +162,12 @@ describe.skipIf(skip)(titled("fleet care: doctor, fleet, evidence, prune, superv
       fs.mkdirSync(dst, { recursive: true });
       const r = await run("cp", ["-al", fleetEngine, dst], { timeoutMs: 120_000 });
       expect(r.code, r.stderr).toBe(0);
+      if (d.name.startsWith("lima")) {
+        // The stand-in's guest user is not root: its ~/.fabrik is its own, as if it had installed the engine.
+        const { uid } = await guestUserOf(t, d.vm);
+        const own = await run("chown", ["-R", `${uid}:${uid}`, hostPathOf(d.vm, `${home}/.fabrik`)], { timeoutMs: 120_000 });
+        expect(own.code, own.stderr).toBe(0);
+      }
     }
     wfDir = tempDir("wf-");
     fs.writeFileSync(path.join(wfDir, "secret-echo.tsx"), SECRET_ECHO);
@@ -276,7 +282,10 @@ describe.skipIf(skip)(titled("fleet care: doctor, fleet, evidence, prune, superv
         expect(f3.next_command).toBe(`fabrik doctor --vm ${vm}`);
         expect(f3.idle).toBe(false); // a VM that does not answer is never called idle: its runs cannot be seen
 
-        const fix = await ok(eng.fix!.split(" ").slice(1), 900_000);
+        // The stand-in's guest user installs with npm and bun into a package cache it owns (helpers/worker-fleet.ts).
+        const cacheEnv = D.name.startsWith("lima") ? { FABRIK_ENGINE_CACHE_DIR: await guestPkgCache(await standinGuestUid()) } : {};
+        const fix = await fabrik({ ...t, env: { ...t.env, ...cacheEnv } }, eng.fix!.split(" ").slice(1), { timeoutMs: 900_000 });
+        expect(fix.code, fix.stderr).toBe(0);
         expect(fix.stdout).toMatch(new RegExp(`^${vm}\\t${ENGINE.replace(/\./g, "\\.")}\\tinstalled`));
         const after = await doctor(vm);
         expect(after.code, JSON.stringify(after.d.checks.filter((c) => c.status !== "ok"))).toBe(0);

@@ -388,8 +388,17 @@ describe.each(TOOLS)("probe (%s) on real engine DBs", (tool) => {
     fs.writeFileSync(path.join(cd, "launcher.pid"), `${live.pid}\n`);
     fs.writeFileSync(path.join(cd, "smithers.pid"), `${zombie}\n`);
     fs.writeFileSync(path.join(cd, "engine.pid"), `${deadPid}\n`);
+    // Without the launcher's record (pids.json), a living pid is the run's only if it looks like bun, smithers or
+    // run.sh: `sleep 30` is another process that has the number (core/pid-identity.ts).
+    const unrecorded = (await probe(tool, { v: 1, runs: [runReq({ control_dir: cd })] })).runs[0]?.control;
+    expect(unrecorded?.launcher).toMatchObject({ pid: live.pid, alive: false, identity: "foreign", cmdline: "sleep 30" });
+    // With the launcher's record (start time and boot id), the same pids are the run's.
+    const ticks = (pid: number) => Number(fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[19]);
+    const bootId = fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+    const rec = (pid: number) => ({ pid, start_ticks: ticks(pid) });
+    fs.writeFileSync(path.join(cd, "pids.json"), JSON.stringify({ v: 1, boot_id: bootId, launcher: rec(live.pid!), child: rec(zombie), engine: null }) + "\n");
     const c = (await probe(tool, { v: 1, runs: [runReq({ control_dir: cd })] })).runs[0]?.control;
-    expect(c?.launcher).toMatchObject({ pid: live.pid, alive: true, cmdline: "sleep 30" });
+    expect(c?.launcher).toMatchObject({ pid: live.pid, alive: true, identity: "verified", cmdline: "sleep 30" });
     expect(c?.launcher?.state).toMatch(/^[SR]$/);
     expect(c?.child).toMatchObject({ pid: zombie, alive: true, state: "Z", cmdline: null });
     expect(c?.engine).toMatchObject({ pid: deadPid, alive: pidAlive(deadPid) });

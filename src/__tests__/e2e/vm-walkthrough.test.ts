@@ -317,7 +317,7 @@ describe.skipIf(sshSkip)(titled("vm walkthrough (ssh driver, real OpenSSH hosts)
       { args: ["vm", "add", "bad name!", "--ssh", "u@127.0.0.1"], code: 2, msg: /invalid VM name/ },
       { args: ["vm", "add", "gamma"], code: 2, msg: /Missing required argument: ssh/ },
       { args: ["vm", "add", "gamma", "--ssh", "u@h;id"], code: 2, msg: /--ssh "u@h;id" is not USER@HOST/ },
-      { args: ["vm", "add", "gamma", "--ssh", "-oProxyCommand=id"], code: 2, msg: /is not USER@HOST/ },
+      { args: ["vm", "add", "gamma", "--ssh=-oProxyCommand=id"], code: 2, msg: /is not USER@HOST/ },
       { args: ["vm", "add", "gamma", "--ssh", "u@127.0.0.1", "--port", "70000"], code: 2, msg: /--port must be a TCP port/ },
       { args: ["vm", "add", "gamma", "--ssh", "u@127.0.0.1", "--jump", "j@h:0"], code: 2, msg: /--jump "j@h:0" is not USER@HOST\[:PORT\]/ },
       { args: ["vm", "add", "gamma", "--ssh", "u@127.0.0.1", "--port", String(closed), ...key], code: 6, msg: /cannot connect over SSH to u@127\.0\.0\.1:\d+: .*ECONNREFUSED/ },

@@ -52,3 +52,41 @@ describe("launcher scripts", () => {
     expect((await run("bash", [scriptFile(`${line}\nprintf '%s' "$CONTROL_DIR"`)])).stdout).toBe(evil);
   });
 });
+
+describe("the launcher, run by bash with a stand-in engine", () => {
+  it("writes the engine's exit code when the engine ends while the launcher runs a foreground command", async () => {
+    // bash 5.2 reaps a background child that ends during a foreground command, and "wait -n" then no longer knows
+    // it: the launcher must still see the engine end (0.5 cancel, a failing run). A slow `mv` (first on the
+    // launcher's PATH) holds the launcher in its pid-file writes while the stand-in engine exits 7.
+    const root = tempDir("launcher-run-");
+    const engineDir = path.join(root, "engine");
+    const bin = path.join(engineDir, ".runtime", "node_modules", ".bin");
+    fs.mkdirSync(bin, { recursive: true });
+    fs.mkdirSync(path.join(engineDir, "node_modules", ".bin"), { recursive: true });
+    const smithers = path.join(engineDir, "node_modules", ".bin", "smithers");
+    fs.writeFileSync(smithers, "#!/bin/bash\nsleep 0.3\nexit 7\n", { mode: 0o755 });
+    fs.writeFileSync(path.join(bin, "mv"), '#!/bin/bash\nsleep 0.6\nexec /bin/mv "$@"\n', { mode: 0o755 });
+    const controlDir = path.join(root, "control");
+    fs.mkdirSync(path.join(controlDir, "workflow"), { recursive: true });
+    const workflowPath = path.join(controlDir, "workflow", "wf.tsx");
+    fs.writeFileSync(workflowPath, "// not read by the stand-in engine\n");
+    const script = buildLauncherScript({
+      ...base,
+      controlDir,
+      workflowPath,
+      dbPath: path.join(controlDir, ".smithers", "run.db"),
+      engineVersion: "0.5.0",
+      dialect: "legacy",
+      engineDir,
+      heartbeatIntervalS: 2,
+      engine: { verb: "run", args: [workflowPath], input: "none", noPostFailure: false },
+    });
+    const r = await run("bash", [scriptFile(script)], { timeoutMs: 30_000 });
+    const log = fs.readFileSync(path.join(controlDir, "reports", "smithers.log"), "utf8");
+    expect(r.code, log).toBe(7);
+    expect(fs.readFileSync(path.join(controlDir, "exit_code"), "utf8")).toBe("7\n");
+    expect(log).toContain("engine exited with code 7");
+    expect(log).not.toContain("no such job");
+    fs.rmSync(root, { recursive: true, force: true });
+  }, 60_000);
+});

@@ -256,8 +256,9 @@ describe.skipIf(standinSkip)(titled("reliability: defect 3 — run resume prints
     const m = await cli(["vm", "shell", VM, "--", bun, "-e", mutate, run1.db_path, run1.smithers_run_id, hostile("step-3"), `pid:3999999:${hostile("owner")}`]);
     expect(m.code, m.stderr).toBe(0);
 
-    // A live process named as the engine, whose command line is an attack: the refusal names it.
-    await shIn(`cd "$1"; setsid bash -c 'exec -a "$0" sleep 600' "$2" </dev/null >/dev/null 2>&1 & echo $! > engine.pid`, run1.control_dir, hostile("engine"));
+    // A live process named as the engine, whose command line is an attack: the refusal names it. It starts with
+    // `bun ` so that, unrecorded in pids.json, it still passes for the run's engine (core/pid-identity.ts).
+    await shIn(`cd "$1"; setsid bash -c 'exec -a "$0" sleep 600' "$2" </dev/null >/dev/null 2>&1 & echo $! > engine.pid`, run1.control_dir, hostile("bun engine"));
     const refused = await cli(["run", "resume", "--id", id, "--dry-run"]);
     expect(refused.code, refused.stderr).toBe(5);
     expect(refused.stdout + refused.stderr).toMatch(/is alive/);
