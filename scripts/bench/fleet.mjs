@@ -34,7 +34,7 @@ function logLines(caseName, runId, n) {
 }
 
 /** Write one VM's `work/<vm>/.runs/<i>-seq/…` tree under `stageRoot`. */
-function stageVm(fx, stageRoot, vm, runsPerVm, vmIndex) {
+export function stageVm(fx, stageRoot, vm, runsPerVm, vmIndex) {
   const runs = path.join(stageRoot, "work", vm, ".runs");
   const now = Date.now();
   for (let i = 1; i <= runsPerVm; i++) {

@@ -9,8 +9,9 @@
  * the report on stdout.
  *
  * Benches: S start-up (no VM) · L lists of 100 000 cached runs (no VM) · F a fleet of stand-in Lima VMs (root,
- * sshd) · P local-driver VMs · D the probe on a ~1 GB DB · W watch refresh over SSH (root, sshd).
- * Knobs (environment): BENCH_ONLY=S,L,F,P,D,W  BENCH_LATENCY_MS=200  BENCH_PAIRS=<scale, default 1>
+ * sshd) · P local-driver VMs · D the probe on a ~1 GB DB · W watch refresh over SSH (root, sshd) · R the ssh driver
+ * over 50 real OpenSSH hosts × 10 runs (root, sshd; ssh-scale.mjs; only when asked: BENCH_ONLY=R or …,R).
+ * Knobs (environment): BENCH_ONLY=S,L,F,P,D,W[,R]  BENCH_LATENCY_MS=200  BENCH_PAIRS=<scale, default 1>
  * BENCH_REFRESHES=5000  BENCH_KEEP=1 (keep the temp folder; the VMs are still stopped).
  */
 import fs from "node:fs";
@@ -47,6 +48,7 @@ import { bashRunStatus, pythonFleetStatus, xargsLocalProbes } from "./baselines.
 import { runAt, setupFleet, setupLocalFleet } from "./fleet.mjs";
 import { listSql, makeRegistry } from "./registry.mjs";
 import { benchBigDb, bigDbUnavailable, ensureBigDb } from "./bigdb.mjs";
+import { sshScaleBench } from "./ssh-scale.mjs";
 
 const num = (name, dflt) => {
   const v = process.env[name];
@@ -506,6 +508,13 @@ async function main() {
     } else {
       const fleet = await guarded("F", () => benchFleet(fx));
       if (fleet && CFG.only.has("W")) await guarded("W", () => benchWatch(fleet, fx));
+    }
+  }
+  if (CFG.only.has("R")) {
+    const r = await guarded("R", () => sshScaleBench({ log, out, scale: CFG.scale, keep: CFG.keep }));
+    if (r) {
+      rows.push(...r.rows);
+      notes.push(...r.notes);
     }
   }
   out(`\n## Report (ratio = fabrik / baseline, lower is better; baselines measured in this run, interleaved; stand-in latency ${CFG.latencyMs} ms per limactl call)\n`);

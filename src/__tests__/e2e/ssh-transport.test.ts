@@ -3,6 +3,7 @@
 // One VM per file, in a private LIMA_HOME; it is powered off in afterAll.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import v8 from "node:v8";
@@ -279,6 +280,50 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
     };
     await waitUntil(gone, 20_000, "the remote `sleep 31` to be killed");
     expect(left).toBe("0");
+    t.close();
+  });
+
+  it("keeps a fast command's exit status when its whole channel arrives in one read (no false `connection lost`)", async () => {
+    // A relay that hands sshd's bytes to the client in batches, every 300 ms: a command that reads no stdin and ends
+    // at once then has its channel confirmation, exit-status, EOF and close parsed in ONE read, before the awaited
+    // channel reaches exec's listeners (ssh2 emits `exit` synchronously). The exit must still be seen.
+    const sockets = new Set<net.Socket>();
+    const relay = net.createServer((client) => {
+      const upstream = net.connect(target.port, target.host);
+      let held: Buffer[] = [];
+      const flush = setInterval(() => {
+        if (held.length === 0) return;
+        client.write(Buffer.concat(held));
+        held = [];
+      }, 300);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on("error", () => undefined);
+        s.on("close", () => {
+          clearInterval(flush);
+          sockets.delete(s);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      upstream.on("data", (d: Buffer) => held.push(d));
+      client.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => {
+      for (const s of sockets) s.destroy();
+      relay.close();
+    });
+    const t = new SshTransport(VM, { ...target, host: "127.0.0.1", port: (relay.address() as net.AddressInfo).port });
+    cleanups.push(() => t.close());
+    for (let i = 0; i < 3; i++) {
+      expect((await t.exec(["true"], { timeoutMs: 20_000 })).exitCode).toBe(0);
+      expect((await t.exec(["sh", "-c", "echo out; exit 7"], { timeoutMs: 20_000 })).exitCode).toBe(7);
+    }
+    let out = "";
+    const h = await t.stream(["sh", "-c", "echo streamed; exit 3"], { onStdout: (c) => (out += c.toString()) });
+    expect(await h.done).toBe(3);
+    expect(out).toBe("streamed\n");
     t.close();
   });
 

@@ -34,6 +34,18 @@ export interface SshStreamOptions {
 }
 
 /**
+ * The exit status ssh2 repeats on a channel's `close` event (`close(code)`, or `close(null, signal)` for a command
+ * killed by a signal, which counts as 255 like ssh; `close(undefined)` when no exit status came: the connection was
+ * lost). Needed because ssh2 emits `exit` synchronously while parsing: a command that ends at once (reading no
+ * stdin) can have its channel confirmation, exit-status, EOF and close parsed in ONE socket read, before the
+ * awaited channel reaches the code that listens for `exit`. `close` waits for the stream's end, so it is never missed.
+ */
+export function exitFromClose(code: number | null | undefined, signal: string | undefined): number | undefined {
+  if (typeof code === "number") return code;
+  return code === null || signal !== undefined ? 255 : undefined;
+}
+
+/**
  * Run `argv` in the VM (`sh -c EXEC_PREAMBLE fabrik-exec argv…` through the guest user's login shell, quoted
  * with shellJoin) and capture its output. A command is never retried once started (it may not be idempotent);
  * only connecting and opening the channel are.
@@ -99,7 +111,8 @@ export async function execOverSsh(conn: SshConnection, argv: readonly string[], 
     ch.on("exit", (code: number | null) => {
       exitCode = typeof code === "number" ? code : 255;
     });
-    ch.on("close", () => {
+    ch.on("close", (code?: number | null, signal?: string) => {
+      exitCode ??= exitFromClose(code, signal);
       if (exitCode === undefined) {
         return finish(new VmUnavailableError(vm, `VM ${vm}: the SSH connection was lost while running ${what}`, "the command may or may not have completed; check and retry"));
       }
@@ -142,9 +155,9 @@ export async function streamOverSsh(
       exitCode = typeof code === "number" ? code : 255;
     });
     ch.on("error", () => ch.close());
-    ch.on("close", () => {
+    ch.on("close", (code?: number | null, signal?: string) => {
       closed();
-      resolve(exitCode ?? 255);
+      resolve(exitCode ?? exitFromClose(code, signal) ?? 255);
     });
   });
   // The watchdog waits for EOF on stdin, so stdin stays open until kill().

@@ -8,6 +8,7 @@
 import type { ClientChannel } from "ssh2";
 import { shellJoin } from "../shell-quote.js";
 import type { SshConnection } from "./connection.js";
+import { exitFromClose } from "./exec.js";
 
 /** The terminal to attach (the process's own by default). */
 export interface AttachedIo {
@@ -40,7 +41,7 @@ export async function runAttached(conn: SshConnection, argv: readonly string[] |
     });
   });
   return await new Promise<number>((resolve) => {
-    let code = 255;
+    let code: number | undefined;
     const wasRaw = tty && io.stdin.setRawMode ? true : false;
     if (wasRaw) io.stdin.setRawMode!(true);
     const onResize = () => ch.setWindow(window().rows, window().cols, 0, 0);
@@ -55,13 +56,14 @@ export async function runAttached(conn: SshConnection, argv: readonly string[] |
     ch.on("exit", (c: number | null) => {
       code = typeof c === "number" ? c : 255;
     });
-    ch.on("close", () => {
+    ch.on("close", (c?: number | null, signal?: string) => {
+      code ??= exitFromClose(c, signal);
       io.stdin.off("data", onData);
       io.stdin.off("end", onEnd);
       io.stdin.pause();
       if (wasRaw) io.stdin.setRawMode!(false);
       if (tty) io.stdout.off("resize", onResize);
-      resolve(code);
+      resolve(code ?? 255);
     });
   });
 }

@@ -18,6 +18,7 @@ import { probeRequestWithDefaults, type ProbeRequest, type ProbeResponse } from 
 import { retryUntil } from "../retry.js";
 import { shellJoin } from "../shell-quote.js";
 import { TransportLost, errorText, type SshConnection } from "./connection.js";
+import { exitFromClose } from "./exec.js";
 
 /** Largest line the probe may answer with, bytes (a response with 5000 nodes is a few MB). */
 export const MAX_PROBE_LINE_BYTES = 64 * 1024 * 1024;
@@ -177,7 +178,14 @@ class ProbeChannel {
       if (!this.reason) this.reason = typeof code === "number" ? `exit ${code}` : `signal ${signal ?? "?"}`;
     });
     ch.on("error", (err: Error) => this.kill(errorText(err)));
-    ch.on("close", () => this.die(this.reason || "channel closed"));
+    ch.on("close", (code?: number | null, signal?: string) => {
+      // ssh2 repeats the exit on `close`: an `exit` emitted before these listeners existed is not lost (exec.ts).
+      if (!this.reason && exitFromClose(code, signal) !== undefined) {
+        this.exitCode = typeof code === "number" ? code : null;
+        this.reason = typeof code === "number" ? `exit ${code}` : `signal ${signal ?? "?"}`;
+      }
+      this.die(this.reason || "channel closed");
+    });
   }
 
   /** The probe's stderr so far (its last 2000 characters). */
