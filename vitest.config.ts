@@ -17,18 +17,24 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
 /** Rough cost order, slowest first (measured on the 2-core machine). Files not listed run after these, unit tests last. */
 const SLOW_FIRST = [
   "e2e/control.test.ts",
+  "e2e/fleet.test.ts",
+  "reliability/run-faults.test.ts",
   "e2e/run-lifecycle.test.ts",
   "e2e/resume.test.ts",
-  "e2e/fleet.test.ts",
   "e2e/watch.test.ts",
-  "e2e/main-job.test.ts",
+  "e2e/ssh-driver.test.ts",
   "e2e/vm-walkthrough.test.ts",
   "e2e/limactl-standin.test.ts",
   "e2e/lima-contract.test.ts",
+  "e2e/lima-driver.test.ts",
+  "reliability/hostile-vm.test.ts",
+  "reliability/bad-inputs.test.ts",
   "e2e/ssh-transport.test.ts",
   "e2e/attach.test.ts",
+  "e2e/main-job.test.ts",
+  "reliability/vm-faults.test.ts",
+  "reliability/backups.test.ts",
   "e2e/probe.test.ts",
-  "e2e/lima-driver.test.ts",
   "e2e/fixtures.test.ts",
 ];
 

@@ -66,7 +66,7 @@ describe.skipIf(skip)(titled("reliability: secrets, engines and resumes cut shor
     return json<Launched>(r);
   };
   const host = (p: string) => hostPathIn(t, VM, home, p);
-  const show = async (id: number) => json<{ effective_status: string; status: string; resume_count: number }>(await cli(["runs", "show", "--id", String(id), "--json"]));
+  const show = async (id: number) => json<{ effective_status: string; status: string; resume_count: number; engine_heartbeat_age_ms: number | null }>(await cli(["runs", "show", "--id", String(id), "--json"]));
   /** In the VM: kill the run's launcher group and engine (a crash in the middle of a task). */
   const killRun = async (r: Launched) => {
     const sh = `cd "$1" || exit 1; kill -9 -- -$(cat launcher.pid) 2>/dev/null; kill -9 $(cat launcher.pid) $(cat smithers.pid) $(cat engine.pid 2>/dev/null) 2>/dev/null; echo done`;
@@ -144,16 +144,28 @@ describe.skipIf(skip)(titled("reliability: secrets, engines and resumes cut shor
     await g.at(3);
     await killRun(r);
     await waitFor(async () => (await show(r.id)).effective_status === "orphaned", { timeoutMs: 60_000, intervalMs: 500, what: "the killed run to be orphaned" });
+    // run resume also wants the engine's own heartbeat stale (over the 2 s threshold), as the engine does.
+    await waitFor(async () => (await show(r.id)).engine_heartbeat_age_ms! > 2000, { timeoutMs: 60_000, intervalMs: 250, what: "the engine heartbeat to go stale" });
     g.releaseThrough(4);
 
     // Start the resume; freeze fabrik as soon as its apply call is in flight, let the VM finish, then SIGKILL fabrik.
-    const child = spawn(process.execPath, [FABRIK_BIN, "run", "resume", "--id", String(r.id), "--yes"], { env: t.env, cwd: REPO_ROOT, stdio: ["ignore", "ignore", "ignore"] });
+    const child = spawn(process.execPath, [FABRIK_BIN, "run", "resume", "--id", String(r.id), "--yes"], { env: t.env, cwd: REPO_ROOT, stdio: ["ignore", "ignore", "pipe"] });
+    let childErr = "";
+    child.stderr!.on("data", (d: Buffer) => (childErr = (childErr + d.toString()).slice(-4000)));
     const exited = new Promise<void>((resolve) => child.on("close", () => resolve()));
     // The guest side of the call runs under the VM's sshd (Lima's `limactl shell` goes through its ControlMaster),
-    // not under fabrik: it is recognised by the wrapper's name, its mode and this run's control dir.
+    // not under fabrik: it is recognised by this run's control dir and the apply mode — the wrapper
+    // (`bash -c … fabrik-resume <control dir> … apply`) or, once it has exec'd, `flock … <control dir>/resume.lock <bun> … apply`.
     const applying = () =>
-      allCommandLines().filter((p) => p.cmdline.includes("fabrik-resume") && / apply /.test(p.cmdline) && !p.cmdline.includes(" dry-run ") && p.cmdline.includes(r.control_dir));
-    const calls = await waitFor(() => (applying().length > 0 ? applying() : undefined), { timeoutMs: 120_000, intervalMs: 10, what: "fabrik to call the VM's resume (apply)" });
+      allCommandLines().filter(
+        (p) => p.cmdline.includes(r.control_dir) && / apply /.test(p.cmdline) && !p.cmdline.includes(" dry-run ") && (p.cmdline.includes("fabrik-resume") || p.cmdline.includes("resume.lock")),
+      );
+    const calls = await waitFor(() => (applying().length > 0 ? applying() : undefined), {
+      timeoutMs: 120_000,
+      intervalMs: 10,
+      what: "fabrik to call the VM's resume (apply)",
+      describe: () => `fabrik exit ${child.exitCode}, stderr: ${childErr}; resume processes: ${allCommandLines().filter((p) => p.cmdline.includes("resume")).map((p) => p.cmdline.slice(0, 200)).join(" | ")}`,
+    });
     child.kill("SIGSTOP");
     // The VM applies the resume and answers; nobody reads the answer.
     await waitFor(() => calls.every((c) => !alive(c.pid)), { timeoutMs: 120_000, intervalMs: 50, what: "the VM's resume call to end" });
