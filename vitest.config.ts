@@ -55,7 +55,7 @@ export default defineConfig({
     include: ["src/__tests__/**/*.test.ts"],
     // Bundles the guest programs (dist/guest/*.js) when missing or stale; the per-run temp root and shared VMs.
     globalSetup: ["src/__tests__/setup/build-guest.ts", "src/__tests__/setup/global-setup.ts"],
-    setupFiles: ["src/__tests__/setup/hermetic-unit.ts"],
+    setupFiles: ["src/__tests__/setup/hermetic-unit.ts", "src/__tests__/setup/dev-null-guard.ts"],
     // Generous: an e2e test is a chain of CLI calls, each ~1 s of CPU, on a 2-core machine shared with others.
     testTimeout: 180_000,
     hookTimeout: 180_000,
