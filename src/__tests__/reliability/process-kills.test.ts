@@ -32,7 +32,7 @@ import { DB_DUMP_HASH, guestHomeOf, registryDump, registryIntegrity, treeHashes,
 
 const SEQ = path.join(REPO_ROOT, "examples/workflows/seq.tsx");
 /** Kill points per command. */
-const POINTS = 4;
+const POINTS = 3;
 const SEED = Number(process.env.FABRIK_RELIABILITY_SEED ?? Date.now() % 1_000_000);
 
 /** mulberry32: a small seeded PRNG, uniform in [0, 1). */
@@ -252,6 +252,22 @@ describe("reliability: fabrik SIGKILLed at random points, and 20 at once (local 
     return after;
   }
 
+  /** Remove the finished runs from the registry (rows and events), so that `runs import` has them to register again. */
+  async function forget(): Promise<void> {
+    const Database = (await import("better-sqlite3")).default;
+    const db = new Database(path.join(t.fabrikHome, "registry.db"));
+    try {
+      db.transaction(() => {
+        for (const f of finished) {
+          db.prepare("DELETE FROM run_events WHERE run_id IN (SELECT id FROM runs WHERE smithers_run_id = ?)").run(f.smithers_run_id);
+          db.prepare("DELETE FROM runs WHERE smithers_run_id = ?").run(f.smithers_run_id);
+        }
+      })();
+    } finally {
+      db.close();
+    }
+  }
+
   /** The engine of run `r` and its launcher group, killed (a crash mid-task); waits for `orphaned`. */
   async function crash(r: Launched): Promise<void> {
     const launcher = readPid(path.join(r.control_dir, "launcher.pid"));
@@ -316,25 +332,11 @@ describe("reliability: fabrik SIGKILLed at random points, and 20 at once (local 
 
   it("runs import SIGKILLed at random points: every run comes back exactly once, nothing else changes", async () => {
     // Forget the finished runs, so the import has rows to write; the kill lands somewhere in that work.
-    const Database = (await import("better-sqlite3")).default;
-    const forget = () => {
-      const db = new Database(path.join(t.fabrikHome, "registry.db"));
-      try {
-        db.transaction(() => {
-          for (const f of finished) {
-            db.prepare("DELETE FROM run_events WHERE run_id IN (SELECT id FROM runs WHERE smithers_run_id = ?)").run(f.smithers_run_id);
-            db.prepare("DELETE FROM runs WHERE smithers_run_id = ?").run(f.smithers_run_id);
-          }
-        })();
-      } finally {
-        db.close();
-      }
-    };
     const args = ["runs", "import", "--vm", LOC, "--json"];
-    forget();
+    await forget();
     const d = await measure(args);
     for (let i = 0; i <= POINTS; i++) {
-      forget();
+      await forget();
       const before = await rows();
       await killSomewhere("runs import", () => args, d, i, async () => forget(), i === POINTS ? /\.fabrik\/guest\// : undefined);
       const after = await nothingLost(before, `runs import #${i}`);
@@ -480,6 +482,8 @@ describe("reliability: fabrik SIGKILLed at random points, and 20 at once (local 
   }, 900_000);
 
   it("20 fabrik processes at once on one registry: all exit 0, no SQLITE_BUSY, integrity ok, no row or key lost", async () => {
+    // The five imports race to register the same two runs (the finished ones, forgotten first).
+    await forget();
     const before = await rows();
     const keys = ["thresholds.task_running_long_ms", "thresholds.vm_idle_ms", "thresholds.db_size_warn_bytes", "probe.timeout_ms", "launcher.heartbeat_interval_s"] as const;
     const values = ["7200001", "3600001", "104857601", "5001", "9"];
