@@ -280,9 +280,10 @@ describe("reliability: fabrik SIGKILLed at random points, and 20 at once (local 
     }
     let last: unknown;
     await waitFor(async () => ((last = await show(r.id)) as { effective_status: string }).effective_status === "orphaned", { timeoutMs: 60_000, intervalMs: 300, what: `run ${r.id} to be orphaned`, describe: () => JSON.stringify(last) });
-    // A resume refuses while the heartbeat is younger than the stale threshold (2 s here): wait until it is older.
-    const hb = path.join(r.control_dir, "heartbeat.json");
-    await waitFor(() => Date.now() - (fs.statSync(hb, { throwIfNoEntry: false })?.mtimeMs ?? 0) > 2500, { timeoutMs: 30_000, intervalMs: 100, what: `the heartbeat of run ${r.id} to be older than the threshold` });
+    // A resume refuses while the engine's heartbeat is younger than the stale threshold (2 s here): wait until its
+    // dry run (which changes nothing) would go ahead.
+    let dry: CliResult | undefined;
+    await waitFor(async () => (dry = await cli(["run", "resume", "--id", String(r.id), "--dry-run"])).code === 0, { timeoutMs: 30_000, intervalMs: 500, what: `run ${r.id} to be resumable`, describe: () => dry?.stderr ?? "" });
   }
 
   beforeAll(async () => {
