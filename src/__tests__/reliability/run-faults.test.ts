@@ -149,8 +149,9 @@ describe.skipIf(skip)(titled("reliability: secrets, engines and resumes cut shor
     // Start the resume; freeze fabrik as soon as its apply call is in flight, let the VM finish, then SIGKILL fabrik.
     const child = spawn(process.execPath, [FABRIK_BIN, "run", "resume", "--id", String(r.id), "--yes"], { env: t.env, cwd: REPO_ROOT, stdio: ["ignore", "ignore", "ignore"] });
     const exited = new Promise<void>((resolve) => child.on("close", () => resolve()));
-    const applying = () =>
-      allCommandLines().filter((p) => p.cmdline.includes("fabrik-resume") && / apply /.test(p.cmdline) && !p.cmdline.includes(" dry-run ") && ppidChain(p.pid).includes(child.pid!));
+    // The VM's side of the apply: the wrapper execs `flock … <control dir>/resume.lock <bun> resume.js apply`, which
+    // lives until the apply ends. It runs under the VM's sshd, not under fabrik (no parent link to the test's child).
+    const applying = () => allCommandLines().filter((p) => p.cmdline.includes(`${r.control_dir}/resume.lock`) && / apply\s*$/.test(p.cmdline));
     const calls = await waitFor(() => (applying().length > 0 ? applying() : undefined), { timeoutMs: 120_000, intervalMs: 10, what: "fabrik to call the VM's resume (apply)" });
     child.kill("SIGSTOP");
     // The VM applies the resume and answers; nobody reads the answer.
@@ -222,22 +223,4 @@ function alive(pid: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** `pid`'s ancestors (parent first). */
-function ppidChain(pid: string): number[] {
-  const out: number[] = [];
-  let cur = pid;
-  for (let i = 0; i < 32; i++) {
-    try {
-      const stat = fs.readFileSync(`/proc/${cur}/stat`, "utf8");
-      const ppid = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]!;
-      if (ppid === "0") break;
-      out.push(Number(ppid));
-      cur = ppid;
-    } catch {
-      break;
-    }
-  }
-  return out;
 }
