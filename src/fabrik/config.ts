@@ -275,25 +275,107 @@ export async function writeSetting(file: string, key: string, value: string | un
   const parsed = value === undefined ? undefined : parseValue(s, value, (m) => {
     throw new UsageError(m, `see \`fabrik config list --explain\``);
   });
-  const current = structuredClone(await readConfigFile(file));
-  const parts = s.key.split(".");
-  let node: ConfigFile = current;
-  for (const p of parts.slice(0, -1)) node = (node[p] && typeof node[p] === "object" ? node[p] : (node[p] = {})) as ConfigFile;
-  if (parsed === undefined) delete node[parts.at(-1)!];
-  else node[parts.at(-1)!] = parsed;
-  // Drop objects left empty by an unset.
-  const prune = (o: ConfigFile): void => {
-    for (const [k, v] of Object.entries(o)) if (v && typeof v === "object") (prune(v), Object.keys(v).length === 0 && delete o[k]);
-  };
-  prune(current);
-  await validateConfigFile(file, current);
   try {
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    const tmp = `${file}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, JSON.stringify(current, null, 2) + "\n", { mode: 0o600 });
-    fs.renameSync(tmp, file);
   } catch (err) {
     throw new ConfigError(`cannot write config file ${file}: ${(err as Error).message}`, "check the folder's permissions", { cause: err });
   }
-  return current;
+  // Read, change, write under the file's lock: two `config set`s at once must both land (each rewrites the file).
+  return withConfigLock(file, async () => {
+    const current = structuredClone(await readConfigFile(file));
+    const parts = s.key.split(".");
+    let node: ConfigFile = current;
+    for (const p of parts.slice(0, -1)) node = (node[p] && typeof node[p] === "object" ? node[p] : (node[p] = {})) as ConfigFile;
+    if (parsed === undefined) delete node[parts.at(-1)!];
+    else node[parts.at(-1)!] = parsed;
+    // Drop objects left empty by an unset.
+    const prune = (o: ConfigFile): void => {
+      for (const [k, v] of Object.entries(o)) if (v && typeof v === "object") (prune(v), Object.keys(v).length === 0 && delete o[k]);
+    };
+    prune(current);
+    await validateConfigFile(file, current);
+    try {
+      const tmp = `${file}.tmp-${process.pid}`;
+      fs.writeFileSync(tmp, JSON.stringify(current, null, 2) + "\n", { mode: 0o600 });
+      fs.renameSync(tmp, file);
+    } catch (err) {
+      throw new ConfigError(`cannot write config file ${file}: ${(err as Error).message}`, "check the folder's permissions", { cause: err });
+    }
+    return current;
+  });
+}
+
+/** How long {@link withConfigLock} waits for another `config set` to finish, ms. */
+const CONFIG_LOCK_WAIT_MS = 10_000;
+
+/**
+ * Run `fn` holding `<file>.lock`: a file created exclusively (O_EXCL) holding the holder's pid, removed afterwards.
+ * A lock whose holder is gone (a `config set` that was SIGKILLed) is taken over. Waits up to
+ * {@link CONFIG_LOCK_WAIT_MS}; throws ConfigError naming the holder's pid when it is still held then, or when the lock
+ * cannot be created at all (the folder is not writable).
+ */
+async function withConfigLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  const lock = `${file}.lock`;
+  const deadline = Date.now() + CONFIG_LOCK_WAIT_MS;
+  for (;;) {
+    let fd: number | undefined;
+    try {
+      fd = fs.openSync(lock, "wx", 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new ConfigError(`cannot lock config file ${file}: ${(err as Error).message}`, "check the folder's permissions", { cause: err });
+    }
+    if (fd !== undefined) {
+      try {
+        fs.writeSync(fd, `${process.pid}\n`);
+      } finally {
+        fs.closeSync(fd);
+      }
+      try {
+        return await fn();
+      } finally {
+        fs.rmSync(lock, { force: true });
+      }
+    }
+    let holder = NaN;
+    try {
+      holder = Number(fs.readFileSync(lock, "utf8").trim());
+    } catch {
+      continue; // released meanwhile
+    }
+    if (Number.isInteger(holder) && holder > 0 && !processAlive(holder)) {
+      // The holder died holding it (a SIGKILLed `config set`): remove it, under a second exclusive file so that two
+      // takers cannot both remove it (the second would remove the first one's fresh lock). Nothing in between waits.
+      const takeover = `${lock}.takeover`;
+      try {
+        fs.closeSync(fs.openSync(takeover, "wx", 0o600));
+      } catch {
+        // Another taker is at it; a takeover file left by a taker killed right there is removed after a while.
+        const age = Date.now() - (fs.statSync(takeover, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+        if (age > 2_000) fs.rmSync(takeover, { force: true });
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
+      try {
+        if (Number(fs.readFileSync(lock, "utf8").trim()) === holder) fs.rmSync(lock, { force: true });
+        fs.rmSync(`${file}.tmp-${holder}`, { force: true });
+      } catch {
+        /* released meanwhile */
+      } finally {
+        fs.rmSync(takeover, { force: true });
+      }
+      continue;
+    }
+    if (Date.now() > deadline) throw new ConfigError(`config file ${file} is locked by another fabrik (pid ${Number.isNaN(holder) ? "unknown" : holder}, ${lock})`, "wait for it to finish; remove the lock file if no fabrik is running");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Whether process `pid` exists on this host (signal 0; EPERM means it exists under another user). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
 }

@@ -208,7 +208,8 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<{ res
     };
   }, ctx.now());
 
-  const staging = fs.mkdtempSync(path.join(os.tmpdir(), "fabrik-launch-"));
+  sweepStaging(os.tmpdir());
+  const staging = fs.mkdtempSync(path.join(os.tmpdir(), `${STAGING_PREFIX}${process.pid}-`));
   try {
     const script = buildLauncherScript({
       hostRunId: row.id,
@@ -287,6 +288,41 @@ export async function launchRun(ctx: Context, req: LaunchRequest): Promise<{ res
     throw err;
   } finally {
     fs.rmSync(staging, { recursive: true, force: true });
+  }
+}
+
+/** The staging folder of a launch: `<tmpdir>/fabrik-launch-<pid>-XXXXXX` (mode 0700; the run's input is in it). */
+const STAGING_PREFIX = "fabrik-launch-";
+
+/**
+ * Remove the staging folders in `tmp` of launches that were killed before they could (their pid is gone; a killed
+ * `fabrik run` leaves one, with the run's input, secrets included). Only this user's folders; a folder whose pid is
+ * alive (another launch in progress, or a reused pid) is left alone. Never throws.
+ */
+function sweepStaging(tmp: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(tmp);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const m = /^fabrik-launch-(\d+)-/.exec(n);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // alive (EPERM too: another user's)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ESRCH") continue;
+    }
+    try {
+      const p = path.join(tmp, n);
+      if (fs.lstatSync(p).uid === process.getuid?.()) fs.rmSync(p, { recursive: true, force: true });
+    } catch {
+      /* gone meanwhile, or not ours */
+    }
   }
 }
 

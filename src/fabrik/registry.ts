@@ -503,6 +503,19 @@ export class Registry {
   }
 
   /**
+   * Register a run found in a VM unless the registry already has one with the same VM, DB path and Smithers run id,
+   * in ONE `BEGIN IMMEDIATE` transaction (the look-up and the insert), so two `runs import` at once never both insert
+   * it (the second used to fail on the unique index). Returns the row and whether this call inserted it.
+   */
+  insertRunIfAbsent(run: NewRun, now: number = Date.now()): { row: RunRecord; inserted: boolean } {
+    return this.write(() => {
+      const existing = this.findRun(run.vm, run.smithers_db_path, run.smithers_run_id);
+      if (existing) return { row: existing, inserted: false };
+      return { row: this.insertRun(run, now), inserted: true };
+    });
+  }
+
+  /**
    * Insert a run whose fields depend on its own host id (e.g. `fabrik-<id>`, a control dir named after it),
    * in one transaction: `build(id)` receives the id the row will get.
    */

@@ -69,12 +69,8 @@ export async function importRuns(ctx: Context, vm: string, p: string | undefined
     }
     const ids = d.meta?.smithers_run_id && d.run_ids.includes(d.meta.smithers_run_id) ? [d.meta.smithers_run_id] : d.run_ids;
     for (const runId of ids) {
-      const existing = reg.findRun(vm, db, runId);
-      if (existing) {
-        result.already_registered.push({ id: existing.id, smithers_run_id: runId, control_dir: d.control_dir });
-        continue;
-      }
-      const row = reg.insertRun(
+      // Look-up and insert in one transaction: another import may be registering the same run right now.
+      const { row, inserted } = reg.insertRunIfAbsent(
         {
           vm,
           driver: driverName,
@@ -89,6 +85,10 @@ export async function importRuns(ctx: Context, vm: string, p: string | undefined
         },
         ctx.now(),
       );
+      if (!inserted) {
+        result.already_registered.push({ id: row.id, smithers_run_id: runId, control_dir: d.control_dir });
+        continue;
+      }
       reg.recordEvent(row.id, "imported", { control_dir: d.control_dir, db_path: db }, ctx.now());
       fresh.push(row);
     }

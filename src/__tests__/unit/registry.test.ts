@@ -78,6 +78,17 @@ describe("Registry", () => {
     reg.close();
   });
 
+  it("insertRunIfAbsent: the look-up and the insert in one transaction; a known run is returned, not inserted again", () => {
+    const reg = Registry.open(path.join(dir, "registry.db"));
+    const a = reg.insertRunIfAbsent(newRun("vm1", "fabrik-a"), 1000);
+    expect(a.inserted).toBe(true);
+    const again = reg.insertRunIfAbsent({ ...newRun("vm1", "fabrik-a"), control_dir: "/elsewhere" }, 2000);
+    expect(again).toEqual({ row: a.row, inserted: false });
+    expect(reg.insertRunIfAbsent(newRun("vm2", "fabrik-a"), 3000).inserted).toBe(true);
+    expect(reg.listRuns({}).length).toBe(2);
+    reg.close();
+  });
+
   it("never reuses an id after the newest row is deleted", () => {
     const reg = Registry.open(path.join(dir, "r.db"));
     reg.insertRun(newRun("vm1", "a"));
