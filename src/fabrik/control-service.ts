@@ -240,9 +240,19 @@ export async function controlRun(ctx: Context, req: ControlCommandRequest): Prom
 
   // A decision on a parked run whose engine has exited: start it again on the same run id.
   if ((req.action === "approve" || req.action === "deny" || req.action === "signal") && plan.relaunch) {
-    const { resumeRun } = await import("./resume-service.js");
+    const [{ resumeRun, ResumeRefusedError }, { retryUntil }, { LAUNCHER_SETTLE_MS }] = await Promise.all([
+      import("./resume-service.js"),
+      import("../vm/retry.js"),
+      import("./status/run-end.js"),
+    ]);
+    // The engine parked and exited; its launcher may still be writing exit_code (or be a zombie not yet reaped):
+    // a refusal for a living process alone is retried while a launcher may settle (LAUNCHER_SETTLE_MS).
+    const settling = (err: unknown) => err instanceof ResumeRefusedError && err.reasons.length > 0 && err.reasons.every((c) => c === "PROCESS_ALIVE");
     try {
-      const r = await resumeRun(ctx, { id: run.id, dryRun: false, force: false, fix: false, fixLimitBytes: req.limitBytes, yes: true, reason: `after run ${req.action}`, afterDecision: true });
+      const r = await retryUntil(
+        () => resumeRun(ctx, { id: run.id, dryRun: false, force: false, fix: false, fixLimitBytes: req.limitBytes, yes: true, reason: `after run ${req.action}`, afterDecision: true }),
+        { deadlineAt: Date.now() + LAUNCHER_SETTLE_MS, shouldRetry: settling },
+      );
       done.relaunch = { started: true, launcher_pid: r.vm_result?.pids?.launcher_pid ?? null, script: r.vm_result?.script?.path ?? null, error: null };
       done.effective_status = r.registry?.status ?? done.effective_status;
     } catch (err) {
