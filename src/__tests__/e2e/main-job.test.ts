@@ -27,6 +27,7 @@ interface Launched {
 interface Shown {
   effective_status: string;
   engine_alive: boolean | null;
+  engine_heartbeat_age_ms: number | null;
   current_task: string | null;
   progress: { finished: number; total: number };
   resume_count: number;
@@ -102,6 +103,9 @@ describe.skipIf(skip)(titled("the main job with a non-root guest: launch, crash,
     expect(crashed).toMatchObject({ engine_alive: false, current_task: "step-3", progress: { finished: 2, total: 6 } });
     const next = crashed.diagnoses.find((d) => d.code === "TASK_IN_PROGRESS_NO_ENGINE");
     expect(next?.next_command).toBe(`fabrik run resume --id ${run.id}`);
+
+    // resume wants the engine's own heartbeat stale too (over the 2 s threshold), as the engine does (RUN_STILL_RUNNING)
+    await waitFor(async () => ((await show(run.id)).engine_heartbeat_age_ms ?? 0) > 2000, { timeoutMs: 60_000, intervalMs: 250, what: "the engine heartbeat to go stale" });
 
     // resume: the guest resume helper takes its flock and backs the DB up, as the user
     gate.forget(3);
