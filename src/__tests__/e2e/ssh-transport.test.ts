@@ -183,8 +183,16 @@ describe.skipIf(SKIP)(titled("ssh transport against a stand-in VM's sshd", SKIP)
     const bun = candidates.find((c) => fs.existsSync(c));
     expect(bun, `a bun among ${candidates.join(", ")}`).toBeDefined();
     if (bun) {
+      // A hard link (a copy across filesystems), not a symlink: the checkout may live under /tmp, which the guest
+      // does not see (its /tmp is its own), so a link to the host's path would dangle in the VM.
       const binDir = guestFolder(".fabrik/engines/test/.runtime/node_modules/.bin").host;
-      fs.symlinkSync(bun, path.join(binDir, "bun"));
+      const dest = path.join(binDir, "bun");
+      try {
+        fs.linkSync(bun, dest);
+      } catch {
+        fs.copyFileSync(bun, dest);
+      }
+      fs.chmodSync(dest, 0o755);
     }
     // A control dir the probe can look at, in the guest home.
     const ctl = guestFolder("ctl/reports");
