@@ -29,7 +29,7 @@ import { openVmSession, type FileFollower, type VmSession } from "../vm/session.
 import { deriveRunState } from "./status/derive.js";
 import { RunEndTracker, renderOutcomeLine, type RunOutcome } from "./status/run-end.js";
 import { requireRun, thresholds } from "./runs-service.js";
-import { channel, type Emitter } from "./stream.js";
+import { channel, pause, type Emitter } from "./stream.js";
 import type { LaunchResult } from "./launch.js";
 
 /** The `fabrik run attach` options (flags `--id`, `--tail`, `--follow/--no-follow`, `--exit-status`). */
@@ -136,20 +136,6 @@ export async function readLogFrom(session: VmSession, file: string, offset: numb
   const r = await session.exec(["sh", "-c", READ_FROM_SCRIPT, "fabrik-read", file, String(offset + 1)], { timeoutMs });
   if (r.exitCode !== 0) throw new VmUnavailableError(session.vm, `VM ${session.vm}: cannot read ${file} (exit ${r.exitCode}: ${r.stderr.trim().slice(0, 200)})`);
   return decodeBase64Lines(r.stdout.split("\n"));
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /**

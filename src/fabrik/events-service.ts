@@ -19,7 +19,7 @@ import { openVmSession, type VmSession } from "../vm/session.js";
 import { ExitCode } from "./exit-codes.js";
 import { parseSince, reconcile, requireRun } from "./runs-service.js";
 import { RunEndTracker, renderOutcomeLine, type RunEndInput, type RunOutcome } from "./status/run-end.js";
-import { channel, type Emitter } from "./stream.js";
+import { channel, pause, type Emitter } from "./stream.js";
 import { clockOffsetMs, engineTimelineEvent, fabrikTimelineEvent, mergeTimeline, type TimelineEvent } from "./inspect-service.js";
 import { renderTimelineLine } from "./render/inspect.js";
 
@@ -60,19 +60,6 @@ export function eventsStream(ctx: Context, o: EventsOptions): StreamResult<Event
     renderItem: (e) => (e.kind === "event" ? renderTimelineLine(e.event) : undefined),
     itemJson: (e) => (e.kind === "event" ? { type: "event", run_id: o.id, ...e.event } : { type: "end", run_id: e.run_id, status: e.outcome.label, outcome: e.outcome.kind, exit_code: e.outcome.exitCode }),
   };
-}
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 async function eventsLoop(ctx: Context, o: EventsOptions, id: number, sinceMs: number | undefined, emit: Emitter<EventsItem>, signal: AbortSignal): Promise<number> {

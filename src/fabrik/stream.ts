@@ -54,3 +54,17 @@ export function channel<E>(producer: (emit: Emitter<E>) => Promise<number>, stop
     }
   })();
 }
+
+/** Resolves after `ms` (milliseconds), or at once when `signal` aborts; never rejects (a refresh loop's wait). */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

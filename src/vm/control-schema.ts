@@ -11,6 +11,7 @@
  */
 import { z } from "zod";
 import { PidFactSchema, EventFactSchema } from "./probe-schema.js";
+import { BackupResultSchema, FixResultSchema } from "./resume-schema.js";
 
 const s = (max: number) => z.string().max(max);
 const int = z.number().int();
@@ -192,19 +193,8 @@ export const ControlResultSchema = z.object({
   exit_code: nint.default(null),
   exit_code_written: z.boolean().default(false),
   /** compact: the verified backup and what the truncation did. */
-  backup: z.object({ path: s(4096), size_bytes: int.nonnegative(), kept: z.array(s(4096)).max(100), removed: z.array(s(4096)).max(100) }).nullable().default(null),
-  fix: z
-    .object({
-      limit_bytes: int,
-      rows: int,
-      values: int,
-      value_bytes_before: int,
-      value_bytes_after: int,
-      file_bytes_before: z.object({ db_bytes: int, wal_bytes: int }),
-      file_bytes_after: z.object({ db_bytes: int, wal_bytes: int }).nullable(),
-    })
-    .nullable()
-    .default(null),
+  backup: BackupResultSchema.nullable().default(null),
+  fix: FixResultSchema.nullable().default(null),
   /** compact dry-run: what would change. */
   oversized: z.object({ values: int, max_response_text_bytes: nint, max_error_json_bytes: nint, db_bytes: int, wal_bytes: int }).nullable().default(null),
   error: s(2000).nullable().default(null),

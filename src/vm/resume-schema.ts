@@ -47,6 +47,22 @@ const n = z.number();
 const nn = n.nullable().default(null);
 const ResetItemSchema = z.object({ node_id: s(500), iteration: nn, attempt: nn.optional(), from: s(60), to: s(60) });
 
+const count = z.number().int().nonnegative();
+
+/** A verified backup the guest made before changing a run's DB (resume `--fix`, `run compact`), bytes. */
+export const BackupResultSchema = z.object({ path: s(4096), size_bytes: count, kept: z.array(s(4096)).max(100), removed: z.array(s(4096)).max(100) });
+
+/** What truncating oversized values did (resume `--fix`, `run compact`): counts and bytes before and after. */
+export const FixResultSchema = z.object({
+  limit_bytes: count,
+  rows: count,
+  values: count,
+  value_bytes_before: count,
+  value_bytes_after: count,
+  file_bytes_before: z.object({ db_bytes: count, wal_bytes: count }),
+  file_bytes_after: z.object({ db_bytes: count, wal_bytes: count }).nullable(),
+});
+
 /** What the resume program prints (one JSON line). Unknown keys are dropped; missing ones default. */
 export const GuestResultSchema = z.object({
   v: z.literal(1),
@@ -70,21 +86,10 @@ export const GuestResultSchema = z.object({
     })
     .nullable()
     .default(null),
-  backup: z.object({ path: s(4096), size_bytes: n, kept: z.array(s(4096)).max(100), removed: z.array(s(4096)).max(100) }).nullable().default(null),
+  backup: BackupResultSchema.nullable().default(null),
   /** Files of a failed or interrupted backup the VM could not remove (a failed backup removes its copy). */
   leftovers: z.array(s(4096)).max(100).default([]),
-  fix: z
-    .object({
-      limit_bytes: n,
-      rows: n,
-      values: n,
-      value_bytes_before: n,
-      value_bytes_after: n,
-      file_bytes_before: z.object({ db_bytes: n, wal_bytes: n }),
-      file_bytes_after: z.object({ db_bytes: n, wal_bytes: n }).nullable(),
-    })
-    .nullable()
-    .default(null),
+  fix: FixResultSchema.nullable().default(null),
   script: z.object({ path: s(4096), bytes: n }).nullable().default(null),
   pids: z.object({ launcher_pid: n, child_pid: n }).nullable().default(null),
   previous_files: z.record(s(40), s(100)).nullable().default(null),

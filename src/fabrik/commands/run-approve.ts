@@ -1,19 +1,4 @@
 /** `fabrik run approve --id N [--node X] [--note TEXT] [--by NAME] [--dry-run]`: the engine's own approve, then the run continues. */
-import { defineCommand } from "../command.js";
-import { runId } from "../args.js";
+import { decisionCommand } from "./decision.js";
 
-export default defineCommand({
-  command: "approve",
-  describe: "approve the run's waiting approval gate, then continue the run",
-  options: {
-    id: { type: "string", coerce: runId(), demandOption: true, describe: "run id (the host id shown by `fabrik runs list`)" },
-    node: { type: "string", describe: "the gate's node id (needed when several gates wait)" },
-    note: { type: "string", describe: "a note kept with the decision" },
-    by: { type: "string", describe: "who decides (kept with the decision)" },
-    "dry-run": { type: "boolean", default: false, describe: "show the gate and the VM's checks; change nothing" },
-  },
-  async run(ctx, a) {
-    const { controlCommand } = await import("../control-service.js");
-    return controlCommand(ctx, { action: "approve", id: a.id, dryRun: a["dry-run"], yes: true, force: false, graceMs: 0, node: a.node, note: a.note, by: a.by, limitBytes: 100 * 1024 });
-  },
-});
+export default decisionCommand("approve", "approve the run's waiting approval gate, then continue the run");
