@@ -16,6 +16,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { engineExits, fabrik, hostPathOf, json, waitEngineExit, waitFor, type CliResult } from "../helpers/cli.js";
+import { DB_DUMP_HASH } from "../helpers/reliability.js";
 import { Gate } from "../helpers/gate.js";
 import { titled } from "../helpers/prereq.js";
 import { E2E_DRIVERS, driverFleet, driverSkip, type DriverFleet } from "../helpers/driver-fleet.js";
@@ -55,23 +56,6 @@ const out = {
   attempts: d.query("select node_id, attempt, state from _smithers_attempts where run_id = ? order by node_id, attempt").all(process.argv[2]),
 };
 console.log(JSON.stringify(out));`;
-
-/** A logical dump hash of a DB: schema + every row of every table in a total order (what "the same data" means). */
-const DUMP_HASH = `const { Database } = require("bun:sqlite");
-const { createHash } = require("node:crypto");
-const d = new Database(process.argv[1], { readonly: true }); // VACUUM INTO copies are not WAL: nothing is created
-const h = createHash("sha256");
-let rows = 0;
-for (const t of d.query("select name, sql from sqlite_master where type = 'table' and name not like 'sqlite_%' order by name").all()) {
-  h.update(t.name + "\\0" + t.sql + "\\0");
-  const n = d.query("select count(*) as n from pragma_table_info(?)").get(t.name).n;
-  const order = Array.from({ length: n }, (_, i) => i + 1).join(", ");
-  for (const r of d.query('select * from "' + t.name.replace(/"/g, '""') + '" order by ' + order).values()) {
-    h.update(JSON.stringify(r, (k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString("base64") : typeof v === "bigint" ? String(v) : v)) + "\\n");
-    rows++;
-  }
-}
-console.log(JSON.stringify({ hash: h.digest("hex"), rows }));`;
 
 describe.each(E2E_DRIVERS)("run resume (real engines in a %s VM)", (driver) => {
   const skip = driverSkip(driver);
@@ -338,7 +322,7 @@ describe.each(E2E_DRIVERS)("run resume (real engines in a %s VM)", (driver) => {
       // table, dumped in a total order and hashed.
       const ref = `${HOME}/ref-${run.id}.db`;
       await bunEval(run.engine_version, `const { Database } = require("bun:sqlite"); const d = new Database(process.argv[1], { readonly: true }); d.query("VACUUM INTO ?").run(process.argv[2]); d.close();`, run.db_path, ref);
-      const refDump = JSON.parse(await bunEval(run.engine_version, DUMP_HASH, ref)) as { hash: string; rows: number };
+      const refDump = JSON.parse(await bunEval(run.engine_version, DB_DUMP_HASH, ref)) as { hash: string; rows: number };
       await waitStatus(run.id, "orphaned", 30_000); // engine heartbeat older than the 2 s test threshold
       g.releaseThrough(4); // the resumed step-2 (attempt 2) and the rest may finish
 
@@ -358,7 +342,7 @@ describe.each(E2E_DRIVERS)("run resume (real engines in a %s VM)", (driver) => {
       expect(sizeBefore).toBeGreaterThan(50 * 1024 * 1024);
       expect(sizeAfter).toBeLessThan(2 * 1024 * 1024);
       expect(out.vm_result.backup.size_bytes).toBeGreaterThan(50 * 1024 * 1024);
-      const backupDump = JSON.parse(await bunEval(run.engine_version, DUMP_HASH, out.vm_result.backup.path)) as { hash: string; rows: number };
+      const backupDump = JSON.parse(await bunEval(run.engine_version, DB_DUMP_HASH, out.vm_result.backup.path)) as { hash: string; rows: number };
       expect(backupDump).toEqual(refDump);
 
       await waitEnded(run, "done", exits);
