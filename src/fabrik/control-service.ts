@@ -18,6 +18,7 @@ import { FabrikError, RefusedError, RemoteError, UsageError } from "../core/erro
 import { ControlResultSchema, type ControlRequest, type ControlResult } from "../vm/control-schema.js";
 import { planControl, type ControlAction, type ControlPlan } from "../resume/control-plan.js";
 import { callRunGuest, runVm } from "./run-guest.js";
+import { askYesNo } from "./io.js";
 
 /** What the user asked for. */
 export interface ControlCommandRequest {
@@ -118,17 +119,6 @@ async function callControl(ctx: Context, run: RunRecord, plan: ControlPlan, req:
   return parsed.data;
 }
 
-/** Ask on the terminal (stderr), default no. */
-async function ask(question: string): Promise<boolean> {
-  const readline = await import("node:readline/promises");
-  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await rl.question(question)).trim());
-  } finally {
-    rl.close();
-  }
-}
-
 /** Look at the run again and write the verdict back (the registry then says cancelled, with the exit code). */
 async function lookAgain(ctx: Context, id: number): Promise<RunView | null> {
   const run = requireRun(ctx, id);
@@ -192,7 +182,7 @@ export async function controlRun(ctx: Context, req: ControlCommandRequest): Prom
     return { ...outcome(vm, p), allowed: p.allowed };
   }
   if (req.action === "cancel" && !req.yes) {
-    const go = await ask(`Cancel run ${run.id} (${plan.db_status}) in VM ${run.vm}? [y/N] `);
+    const go = await askYesNo(`Cancel run ${run.id} (${plan.db_status}) in VM ${run.vm}? [y/N] `);
     if (!go) throw new RefusedError(`run ${run.id} was not cancelled: not confirmed`, "nothing was changed");
   }
 

@@ -103,3 +103,18 @@ export function memoryIo(opts: Partial<Pick<Io, "stdoutTty" | "stderrTty" | "std
     err: () => err,
   };
 }
+
+/**
+ * Ask a yes/no question on the terminal (the prompt on stderr, the answer from stdin); default no. Used by the
+ * commands that change a run or remove files (resume, cancel, prune) when `--yes` was not given.
+ * @returns true for `y` or `yes` (any case).
+ */
+export async function askYesNo(question: string): Promise<boolean> {
+  const readline = await import("node:readline/promises");
+  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
+  }
+}

@@ -21,6 +21,7 @@ import { NotFoundError, RefusedError, RemoteError, UsageError } from "../core/er
 import { isActiveRunStatus, isFinalRunStatus } from "../core/status.js";
 import type { RunObservation } from "../vm/probe.js";
 import type { VmInfo } from "../vm/driver.js";
+import { askYesNo } from "./io.js";
 
 /** Default `--older-than`: 30 days. */
 export const DEFAULT_OLDER_THAN_MS = 30 * 24 * 3_600_000;
@@ -115,17 +116,6 @@ for d in "$@"; do
   if rm -rf -- "$d"; then printf 'removed\t%s\0' "$d"; else printf 'failed\t%s\0' "$d"; fi
 done
 `;
-
-/** Ask on the terminal (stderr), default no. */
-async function ask(question: string): Promise<boolean> {
-  const readline = await import("node:readline/promises");
-  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await rl.question(question)).trim());
-  } finally {
-    rl.close();
-  }
-}
 
 /**
  * Plan (and unless `dryRun`, apply) a prune. Returns the view; with `fail` set when a real prune was not confirmed.
@@ -243,7 +233,7 @@ export async function pruneCommand(ctx: Context, req: PruneRequest) {
   const [{ view: mkView }, { renderPrune }] = await Promise.all([import("./command.js"), import("./render/prune.js")]);
   const confirm = async (v: PruneView) => {
     ctx.io.stderr.write(renderPrune(v, { tty: ctx.io.stderrTty, color: ctx.io.errColor, now: ctx.now() }));
-    return ask(`Prune ${v.pruned} run(s) now? [y/N] `);
+    return askYesNo(`Prune ${v.pruned} run(s) now? [y/N] `);
   };
   const r = await pruneRuns(ctx, req, { confirm });
   return mkView(r.view, renderPrune, { warnings: r.warnings, fail: r.fail as never });

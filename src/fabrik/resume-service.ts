@@ -32,6 +32,7 @@ import { planResume, refusalLine, withVmChecks, type ResumePlan } from "../resum
 
 export { GuestResultSchema, type GuestResult, type ResumeRequestWire } from "../vm/resume-schema.js";
 import type { RenderContext, ViewResult } from "./command.js";
+import { askYesNo } from "./io.js";
 
 /** Exit status of {@link RESUME_WRAPPER} when another resume of the run holds `resume.lock`. */
 export const RESUME_EXIT_LOCKED = 75;
@@ -354,17 +355,6 @@ export async function resumeRun(ctx: Context, req: ResumeRequest, hooks: ResumeH
   };
 }
 
-/** Ask on the terminal (stderr), default no. */
-async function ask(question: string): Promise<boolean> {
-  const readline = await import("node:readline/promises");
-  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await rl.question(question)).trim());
-  } finally {
-    rl.close();
-  }
-}
-
 /**
  * `fabrik run resume`: the outcome as a view (the plan for a dry-run, what was done otherwise). A dry-run that
  * would be refused still prints its plan, then fails with the refusal (exit 5); a refused real resume prints the
@@ -375,7 +365,7 @@ export async function resumeCommand(ctx: Context, req: ResumeRequest): Promise<V
   const { renderResumePlan, renderResumeResult } = await import("./render/resume.js");
   const confirm = (plan: ResumePlan): Promise<boolean> => {
     ctx.io.stderr.write(renderResumePlan(plan, { tty: ctx.io.stderrTty, showScript: false }) + "\n");
-    return ask(`Resume run ${req.id} now? [y/N] `);
+    return askYesNo(`Resume run ${req.id} now? [y/N] `);
   };
   let outcome: ResumeOutcome;
   try {
