@@ -26,6 +26,11 @@ declare module "bun:sqlite" {
     query<Row = Record<string, unknown>>(sql: string): Statement<Row>;
     /** Run SQL without results. */
     exec(sql: string): void;
+    /**
+     * `fn` wrapped in a transaction: calling the result runs BEGIN (DEFERRED; `.immediate()` for BEGIN IMMEDIATE),
+     * `fn`, COMMIT — or ROLLBACK and rethrow when `fn` throws.
+     */
+    transaction<T>(fn: () => T): { (): T; deferred(): T; immediate(): T; exclusive(): T };
     close(): void;
   }
   export const constants: {

@@ -182,8 +182,7 @@ function maskDb(db: Database, m: SecretMasker): string[] {
     dropped.push(name);
   }
   const tables = db.query<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all();
-  db.exec("BEGIN");
-  try {
+  db.transaction(() => {
     for (const { name } of tables) {
       const cols = db.query<{ name: string; pk: number }>("SELECT name, pk FROM pragma_table_info(?)").all(name);
       if (cols.length === 0) continue;
@@ -213,11 +212,7 @@ function maskDb(db: Database, m: SecretMasker): string[] {
       const where = key.map((k, i) => `${k === "rowid" ? "rowid" : quoteId(k)} IS ?${i + 2}`).join(" AND ");
       for (const u of updates) db.query(`UPDATE ${quoteId(name)} SET ${quoteId(u.col)} = ?1 WHERE ${where}`).run(u.value as never, ...(u.keys as never[]));
     }
-    db.exec("COMMIT");
-  } catch (e) {
-    db.exec("ROLLBACK");
-    throw e;
-  }
+  })();
   return dropped;
 }
 
@@ -225,15 +220,15 @@ function maskDb(db: Database, m: SecretMasker): string[] {
 function cutBigValues(db: Database, keep: number): number {
   let n = 0;
   const tables = db.query<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all();
-  db.exec("BEGIN");
-  for (const { name } of tables) {
-    for (const c of db.query<{ name: string }>("SELECT name FROM pragma_table_info(?)").all(name)) {
-      const col = quoteId(c.name);
-      const r = db.query(`UPDATE ${quoteId(name)} SET ${col} = substr(${col}, -?1) WHERE typeof(${col}) IN ('text', 'blob') AND octet_length(${col}) > ?1`).run(keep);
-      n += r.changes;
+  db.transaction(() => {
+    for (const { name } of tables) {
+      for (const c of db.query<{ name: string }>("SELECT name FROM pragma_table_info(?)").all(name)) {
+        const col = quoteId(c.name);
+        const r = db.query(`UPDATE ${quoteId(name)} SET ${col} = substr(${col}, -?1) WHERE typeof(${col}) IN ('text', 'blob') AND octet_length(${col}) > ?1`).run(keep);
+        n += r.changes;
+      }
     }
-  }
-  db.exec("COMMIT");
+  })();
   return n;
 }
 

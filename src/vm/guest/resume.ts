@@ -518,8 +518,8 @@ function reset(req: ResumeRequestWire, db: Database, expectedStatus: string, pla
   const id = req.smithers_run_id;
   const now = plan.now_ms;
   const done = { attempts_cancelled: 0, nodes_pending: 0, run_cleared: 0 };
-  db.exec("BEGIN IMMEDIATE");
-  try {
+  // One IMMEDIATE transaction: bun:sqlite commits it, or rolls it back and rethrows.
+  db.transaction(() => {
     const cur = db.query<{ status: string }>("SELECT status FROM _smithers_runs WHERE run_id = ?").get(id);
     if (!cur || cur.status !== expectedStatus) throw new Error(`the run's status changed to ${cur ? cur.status : "(gone)"} during the resume; nothing was reset`);
     done.attempts_cancelled += db.query("UPDATE _smithers_attempts SET state = 'cancelled', finished_at_ms = ? WHERE run_id = ? AND state = 'in-progress'").run(now, id).changes;
@@ -535,15 +535,7 @@ function reset(req: ResumeRequestWire, db: Database, expectedStatus: string, pla
     if (plan.run) {
       done.run_cleared = db.query("UPDATE _smithers_runs SET heartbeat_at_ms = NULL, runtime_owner_id = NULL WHERE run_id = ? AND status = 'running'").run(id).changes;
     }
-    db.exec("COMMIT");
-  } catch (e) {
-    try {
-      db.exec("ROLLBACK");
-    } catch {
-      /* nothing to roll back */
-    }
-    throw e;
-  }
+  }).immediate();
   out.reset = { ...plan, applied: true, counts: done };
 }
 

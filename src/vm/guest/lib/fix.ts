@@ -37,8 +37,8 @@ export function truncateOversized(db: Database, dbPath: string, runId: string, l
   const att = columnsOf(db, "_smithers_attempts");
   const f: FixResult = { limit_bytes: limit, rows: 0, values: 0, value_bytes_before: 0, value_bytes_after: 0, file_bytes_before: fileSizes(dbPath), file_bytes_after: null };
   const cols = (["response_text", "error_json"] as const).filter((c) => att.has(c));
-  db.exec("BEGIN IMMEDIATE");
-  try {
+  // One IMMEDIATE transaction: bun:sqlite commits it, or rolls it back and rethrows.
+  db.transaction(() => {
     for (const col of cols) {
       const rows = db
         .query<Record<string, unknown>>(`SELECT node_id, iteration, attempt, octet_length("${col}") AS n FROM _smithers_attempts WHERE run_id = ? AND octet_length("${col}") > ?`)
@@ -57,15 +57,7 @@ export function truncateOversized(db: Database, dbPath: string, runId: string, l
       }
       f.rows += rows.length;
     }
-    db.exec("COMMIT");
-  } catch (e) {
-    try {
-      db.exec("ROLLBACK");
-    } catch {
-      /* nothing to roll back */
-    }
-    throw e;
-  }
+  }).immediate();
   db.exec("VACUUM");
   db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
   f.file_bytes_after = fileSizes(dbPath);
