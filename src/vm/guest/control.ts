@@ -510,7 +510,7 @@ async function main(): Promise<void> {
     return;
   }
   const r = await control(raw, mode);
-  writeJsonLine(r.out);
+  await writeJsonLine(r.out);
   process.exitCode = r.code;
 }
 

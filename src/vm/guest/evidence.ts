@@ -357,7 +357,7 @@ async function main(): Promise<void> {
   } catch (e) {
     result.error = cap(errorText(e, 1500), 2000);
   }
-  writeJsonLine(result);
+  await writeJsonLine(result);
 }
 
 void main();

@@ -256,7 +256,7 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  writeJsonLine(inspect(req));
+  await writeJsonLine(inspect(req));
 }
 
 void main();

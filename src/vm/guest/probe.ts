@@ -10,7 +10,6 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import readline from "node:readline";
 import type { Database } from "bun:sqlite";
 import type { ControlFacts, DbFacts, DiscoveredRun, EventFact, NodeFact, ProbeResponse, ProbeRunResult } from "../probe-schema.js";
 import { readEvents, type EventQuery } from "./lib/events.js";
@@ -556,9 +555,11 @@ async function main(): Promise<void> {
       process.exitCode = 2;
       return;
     }
-    writeJsonLine(out);
+    await writeJsonLine(out);
     return;
   }
+  // Loaded only here: node:readline (and node's process.stdin) cost ~13 + ~25 ms of bun's start-up (lib/io.ts).
+  const readline = await import("node:readline");
   const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false });
   rl.on("line", (line) => {
     if (!line.trim()) return;
@@ -568,7 +569,11 @@ async function main(): Promise<void> {
     } catch (e) {
       out = { v: V, error: `bad request: ${errorText(e)}` };
     }
-    writeJsonLine(out);
+    // In order (lib/io.ts chains the writes); a closed stdout means the host is gone: stop serving.
+    writeJsonLine(out).catch(() => {
+      process.exitCode = 1;
+      rl.close();
+    });
   });
 }
 

@@ -677,7 +677,7 @@ async function main(): Promise<void> {
   } catch (e) {
     r = { out: { v: V, ok: false, dry_run: argMode === "dry-run", refused: false, stage: "internal", reasons: [], checks: [], error: `internal error: ${errorText(e, ERR_CHARS)}` }, code: 1 };
   }
-  writeJsonLine(r.out);
+  await writeJsonLine(r.out);
   process.exitCode = r.code;
 }
 

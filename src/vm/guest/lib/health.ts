@@ -6,7 +6,6 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { spawnSync } from "node:child_process";
 import { Database } from "bun:sqlite";
 import type { ControlDirFact, EngineFact, HealthFacts, LockFact } from "../../health-schema.js";
 import { isDir, readSmallText, statSafe } from "./files.js";
@@ -161,6 +160,8 @@ function lockFact(file: string, kind: LockFact["kind"], table: Map<number, numbe
       pid = p > 0 ? p : null;
     }
   } else {
+    // node:child_process is loaded here only (a few ms of bun's start-up that most probes never need).
+    const { spawnSync } = require("node:child_process") as typeof import("node:child_process");
     const r = spawnSync("flock", ["-n", "-E", "75", file, "true"], { stdio: "ignore", timeout: 5000 });
     held = r.status === 75;
   }
