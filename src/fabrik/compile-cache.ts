@@ -13,7 +13,9 @@
  * bundle's size and mtime, the Node version, the kinds of command it covers) and V8's data. It is only a cache: a
  * header that does not match the bundle, data V8 rejects (another V8, other flags), an unreadable or unwritable
  * file — each just means compiling as without it. FABRIK_HOME is never created here (a command reports an
- * unusable one); `NODE_DISABLE_COMPILE_CACHE=1` (Node's own switch) turns the cache off.
+ * unusable one); `NODE_DISABLE_COMPILE_CACHE=1` (Node's own switch) turns the cache off, and `NODE_COMPILE_CACHE=DIR`
+ * (Node's own variable too) puts it in DIR instead, shared by every FABRIK_HOME (the test suite does, so its
+ * hundreds of short-lived FABRIK_HOMEs do not each compile the bundle again).
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -52,14 +54,19 @@ export function commandKind(argv: readonly string[]): string {
   return (words.join(" ") || "fabrik") + (help ? " +help" : "");
 }
 
-/** The cache file for a FABRIK_HOME, or undefined when FABRIK_HOME does not exist (a command will say why). */
-export function compileCacheFile(home: string): string | undefined {
+/**
+ * The cache file: in `env.NODE_COMPILE_CACHE` when that is set (created when missing), else in FABRIK_HOME
+ * `home` — undefined when that does not exist (a command will say why).
+ */
+export function compileCacheFile(home: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const name = `v8-${process.version}-${process.arch}.bin`;
+  if (env.NODE_COMPILE_CACHE) return path.join(path.resolve(env.NODE_COMPILE_CACHE), name);
   try {
     if (!fs.statSync(home).isDirectory()) return undefined;
   } catch {
     return undefined;
   }
-  return path.join(home, "cache", "compile", `v8-${process.version}-${process.arch}.bin`);
+  return path.join(home, "cache", "compile", name);
 }
 
 /** Parse a cache file: its header and V8's data, or undefined when it is not one. */
@@ -122,7 +129,7 @@ export function loadBundle(
   const off = !opts.cacheFile || (env.NODE_DISABLE_COMPILE_CACHE !== undefined && env.NODE_DISABLE_COMPILE_CACHE !== "");
   const nodeCache = (module as { enableCompileCache?: (dir?: string) => unknown }).enableCompileCache;
   if (off || nodeCache) {
-    if (!off) nodeCache!(path.join(path.dirname(opts.cacheFile!), "node"));
+    if (!off) nodeCache!(env.NODE_COMPILE_CACHE ? path.resolve(env.NODE_COMPILE_CACHE) : path.join(path.dirname(opts.cacheFile!), "node"));
     return { exports: createRequire(file)(file), report: { mode: off ? "off" : "node", accepted: false, willWrite: false }, save: () => undefined };
   }
   const cacheFile = opts.cacheFile!;

@@ -13,6 +13,7 @@ const nodeHasOwnCache = typeof (module as { enableCompileCache?: unknown }).enab
 describe.skipIf(nodeHasOwnCache)("the compile cache of the built CLI (Node < 22.1)", () => {
   it("records each kind of command once, after it succeeds; the output is the same with and without the cache", async () => {
     const t = makeTestEnv("cc-");
+    delete t.env.NODE_COMPILE_CACHE; // the cache in FABRIK_HOME, as users have it
     const file = path.join(t.fabrikHome, "cache", "compile", `v8-${process.version}-${process.arch}.bin`);
     const kinds = () => readCompileCache(fs.readFileSync(file))?.header.kinds;
 
@@ -40,8 +41,22 @@ describe.skipIf(nodeHasOwnCache)("the compile cache of the built CLI (Node < 22.
     expect(helpNoCache.stdout).toBe(help.stdout);
   });
 
+  it("NODE_COMPILE_CACHE=DIR: one cache in DIR, shared by every FABRIK_HOME, none in the homes", async () => {
+    const a = makeTestEnv("cc-shared-a-");
+    const b = makeTestEnv("cc-shared-b-");
+    const dir = path.join(a.tmp, "shared-cache");
+    a.env.NODE_COMPILE_CACHE = b.env.NODE_COMPILE_CACHE = dir;
+    const file = path.join(dir, `v8-${process.version}-${process.arch}.bin`);
+    expect((await fabrik(a, ["runs", "list", "--no-live"])).code).toBe(0);
+    expect(readCompileCache(fs.readFileSync(file))?.header.kinds).toEqual(["runs list"]);
+    expect((await fabrik(b, ["vm", "list"])).code).toBe(0);
+    expect(readCompileCache(fs.readFileSync(file))?.header.kinds).toEqual(["runs list", "vm list"]);
+    for (const t of [a, b]) expect(fs.existsSync(path.join(t.fabrikHome, "cache", "compile"))).toBe(false);
+  });
+
   it("NODE_DISABLE_COMPILE_CACHE=1 writes nothing", async () => {
     const t = makeTestEnv("cc-off-");
+    delete t.env.NODE_COMPILE_CACHE;
     fs.mkdirSync(t.fabrikHome, { recursive: true });
     expect((await fabrik(t, ["--help"], { env: { ...t.env, NODE_DISABLE_COMPILE_CACHE: "1" } })).code).toBe(0);
     expect(fs.existsSync(path.join(t.fabrikHome, "cache", "compile"))).toBe(false);

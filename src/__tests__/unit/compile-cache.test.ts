@@ -46,10 +46,18 @@ describe("the cache file", () => {
   });
 
   it("lives in FABRIK_HOME/cache, and only when FABRIK_HOME exists (it is never created here)", () => {
-    expect(compileCacheFile(dir)).toBe(path.join(dir, "cache", "compile", `v8-${process.version}-${process.arch}.bin`));
-    expect(compileCacheFile(path.join(dir, "missing"))).toBeUndefined();
+    expect(compileCacheFile(dir, {})).toBe(path.join(dir, "cache", "compile", `v8-${process.version}-${process.arch}.bin`));
+    expect(compileCacheFile(path.join(dir, "missing"), {})).toBeUndefined();
     fs.writeFileSync(path.join(dir, "file"), "");
-    expect(compileCacheFile(path.join(dir, "file"))).toBeUndefined();
+    expect(compileCacheFile(path.join(dir, "file"), {})).toBeUndefined();
+  });
+
+  it("lives in NODE_COMPILE_CACHE when that is set, whatever FABRIK_HOME is", () => {
+    const shared = path.join(dir, "shared");
+    const want = path.join(shared, `v8-${process.version}-${process.arch}.bin`);
+    expect(compileCacheFile(dir, { NODE_COMPILE_CACHE: shared })).toBe(want);
+    expect(compileCacheFile(path.join(dir, "missing"), { NODE_COMPILE_CACHE: shared })).toBe(want);
+    expect(compileCacheFile(dir, { NODE_COMPILE_CACHE: "" })).toBe(path.join(dir, "cache", "compile", `v8-${process.version}-${process.arch}.bin`));
   });
 });
 
