@@ -7,6 +7,7 @@
  * The tests never build: `npm test` builds first, and {@link assertBuilt} fails with a clear message when
  * `dist/` is missing or older than the sources.
  */
+import { expect } from "vitest";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -118,6 +119,7 @@ export interface CliResult {
 export async function fabrik(t: TestEnv, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
   assertBuilt();
   const r: ProcResult = await run(process.execPath, [FABRIK_BIN, ...args], { env: opts.env ?? t.env, input: opts.input ?? "", timeoutMs: opts.timeoutMs ?? 120_000, cwd: REPO_ROOT });
+  if (process.env.FABRIK_TEST_CALL_LOG) fs.appendFileSync(process.env.FABRIK_TEST_CALL_LOG, JSON.stringify({ file: expect.getState().testPath?.split("__tests__/")[1], test: expect.getState().currentTestName, args }) + "\n");
   return { code: r.timedOut ? 124 : r.code, stdout: r.stdout, stderr: r.timedOut ? `${r.stderr}\n[test] fabrik ${args.join(" ")} killed after ${opts.timeoutMs ?? 120_000} ms` : r.stderr };
 }
 
