@@ -1,7 +1,8 @@
 /**
  * The subset of bun's built-in `bun:sqlite` module the guest programs use (bun ≥ 1.3; SQLite 3.54 inside, so
  * `octet_length()` exists). Declared here rather than installing bun's full type package, whose globals
- * (`Bun`, web APIs) would leak into the host's type-check. The guest programs touch nothing else of bun: stdin,
+ * (`Bun`, web APIs) would leak into the host's type-check. Besides this module, the guest programs use `Bun.stdin`,
+ * `Bun.write` and `Bun.gunzipSync` (declared locally in lib/io.ts: node's streams cost ~25–45 ms of bun's start-up);
  * files and processes go through `node:*` modules, which bun implements.
  */
 declare module "bun:sqlite" {
