@@ -13,7 +13,8 @@
  * sshd, engines started from control dirs under it). A stand-in VM's init is pid 1 of its pid namespace:
  * SIGKILL to it ends every process of that VM.
  *
- * Only Node builtins, no child processes: global setup/teardown run in vitest's main process.
+ * Only Node builtins (global setup/teardown run in vitest's main process); the one child process is the teardown's
+ * `rm -rf` (asynchronous: it never blocks that process).
  */
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -162,7 +163,6 @@ export async function killProcessesUnder(root: string): Promise<{ pid: number; w
   return [...killed.values()];
 }
 
-/** Kill the processes of `root` and remove it. */
 /** `rm -rf dir` (Node's recursive rm when coreutils' fails to start). */
 function rmTree(dir: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -172,6 +172,7 @@ function rmTree(dir: string): Promise<void> {
   });
 }
 
+/** Kill the processes of `root` and remove it. */
 export async function removeRoot(root: string): Promise<{ killed: { pid: number; why: string; cmdline: string }[]; killMs: number; rmMs: number }> {
   const t0 = Date.now();
   const killed = await killProcessesUnder(root);
