@@ -10,6 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { z } from "zod";
 import { ConfigError, UsageError } from "../core/errors.js";
+import { pidExists } from "../core/pid-exists.js";
 import { DRIVER_NAMES, type DriverName } from "../vm/driver.js";
 
 /** Built-in values that are not settings (deadlines of fixed operations). */
@@ -342,7 +343,7 @@ async function withConfigLock<T>(file: string, fn: () => Promise<T>): Promise<T>
     } catch {
       continue; // released meanwhile
     }
-    if (Number.isInteger(holder) && holder > 0 && !processAlive(holder)) {
+    if (Number.isInteger(holder) && holder > 0 && !pidExists(holder)) {
       // The holder died holding it (a SIGKILLed `config set`): remove it, under a second exclusive file so that two
       // takers cannot both remove it (the second would remove the first one's fresh lock). Nothing in between waits.
       const takeover = `${lock}.takeover`;
@@ -367,15 +368,5 @@ async function withConfigLock<T>(file: string, fn: () => Promise<T>): Promise<T>
     }
     if (Date.now() > deadline) throw new ConfigError(`config file ${file} is locked by another fabrik (pid ${Number.isNaN(holder) ? "unknown" : holder}, ${lock})`, "wait for it to finish; remove the lock file if no fabrik is running");
     await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** Whether process `pid` exists on this host (signal 0; EPERM means it exists under another user). */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }

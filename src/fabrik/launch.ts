@@ -15,6 +15,7 @@ import type { Context } from "./context.js";
 import { driverFor } from "./context.js";
 import { DEFAULTS } from "./config.js";
 import { FabrikError, NotFoundError, RefusedError, RemoteError, UsageError, UserError, VmUnavailableError } from "../core/errors.js";
+import { pidExists } from "../core/pid-exists.js";
 import { guestHomeOf } from "./vm-service.js";
 import { ensureEngine, engineDir, requireEngineDialect } from "../vm/engine.js";
 import { CONTROL_FILES, INPUT_PRELOAD, buildLauncherScript, runDbPath, runDirName, smithersRunIdFor, startEngineArgs } from "../vm/launcher.js";
@@ -310,13 +311,7 @@ function sweepStaging(tmp: string): void {
     const m = /^fabrik-launch-(\d+)-/.exec(n);
     if (!m) continue;
     const pid = Number(m[1]);
-    if (pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-      continue; // alive (EPERM too: another user's)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ESRCH") continue;
-    }
+    if (pid === process.pid || pidExists(pid)) continue; // alive (another user's too)
     try {
       const p = path.join(tmp, n);
       if (fs.lstatSync(p).uid === process.getuid?.()) fs.rmSync(p, { recursive: true, force: true });

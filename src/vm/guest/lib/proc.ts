@@ -4,6 +4,7 @@
  */
 import type { PidFact } from "../../probe-schema.js";
 import { isNotTheRunsProcess, judgePidIdentity, parseProcStat, type RecordedPidIdentity } from "../../../core/pid-identity.js";
+import { pidExists } from "../../../core/pid-exists.js";
 import { readCapped, readSmallText } from "./files.js";
 import { cap, int } from "./text.js";
 
@@ -41,14 +42,7 @@ export function pidFact(pid: unknown, self?: ReadonlySet<number>, recorded: Reco
   const p = int(pid);
   if (p === null || p <= 0 || p > 0x7fffffff) return null;
   if (self?.has(p)) return { pid: p, alive: false, state: null, cmdline: null, identity: null, note: "pid belongs to this program's own process", identity_reason: null };
-  let alive: boolean;
-  try {
-    process.kill(p, 0);
-    alive = true;
-  } catch (e) {
-    alive = (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-  if (!alive) return { pid: p, alive: false, state: null, cmdline: null, identity: null, note: null, identity_reason: null };
+  if (!pidExists(p)) return { pid: p, alive: false, state: null, cmdline: null, identity: null, note: null, identity_reason: null };
   const stat = readSmallText(`/proc/${p}/stat`, 4096);
   const parsed = stat ? parseProcStat(stat) : { comm: null, state: null, start_ticks: null };
   let cmdline: string | null = null;
