@@ -18,6 +18,15 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const outdir = path.join(root, "dist", "cli");
 fs.rmSync(outdir, { recursive: true, force: true });
 const t0 = performance.now();
+/** zod's locale list → only English (scripts/zod-locales.mjs); every other import resolves as usual. */
+const zodEnglishOnly = {
+  name: "zod-english-only",
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      args.importer.includes(`${path.sep}node_modules${path.sep}zod${path.sep}`) ? { path: path.join(root, "scripts", "zod-locales.mjs") } : undefined,
+    );
+  },
+};
 const common = {
   absWorkingDir: root,
   outdir,
@@ -37,6 +46,7 @@ const common = {
   minifyWhitespace: true,
   legalComments: "none",
   logLevel: "warning",
+  plugins: [zodEnglishOnly],
 };
 await Promise.all([
   build({

@@ -100,7 +100,7 @@ export async function observeVm(
     const pending = opts.probe
       ? opts.probe(req)
       : probeVm!(driver, vm, req, { timeoutMs: opts.timeoutMs ?? ctx.config.probeTimeoutMs, signal: ctx.signal, installCache: await ctx.guestInstalls() });
-    whileTheVmWorks(() => import("./status/derive.js"));
+    whileTheVmWorks(() => Promise.all([import("./status/derive.js"), import("../vm/probe-schema.js")]));
     const res = await pending;
     const byKey = new Map(res.runs.map((r) => [r.key, r]));
     for (const run of runs) {

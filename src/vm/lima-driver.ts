@@ -2,7 +2,7 @@
  * The `lima` driver: every call goes through the real `limactl`, exactly as lima-contract.md says.
  *
  * - `list --json` is JSON Lines (one object per instance), validated with zod. `errors` come in two shapes:
- *   strings, or Go error structs (`{}` / `{"Op":…,"Path":…,"Err":2}`) — see {@link limaErrorTexts}.
+ *   strings, or Go error structs (`{}` / `{"Op":…,"Path":…,"Err":2}`) — see `lima-schema.ts` (limaErrorTexts).
  * - Every `shell` passes `--tty=false` and `--workdir`, flags before the instance name, argv quoted by
  *   limactl itself (it shell-quotes each argument, §2); the guest's exit code is passed through.
  * - The VM's status is checked with `list --json N` before `shell` (v2.0.3–2.0.x silently exit 0 for a
@@ -25,11 +25,10 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import util from "node:util";
 import { spawn } from "node:child_process";
-import { z } from "zod";
 import { NotFoundError, PrerequisiteError, RemoteError, UsageError, VmUnavailableError, InterruptedError } from "../core/errors.js";
-import type { CreateOptions, ExecOptions, ExecResult, SshTarget, StreamHandle, VmDriver, VmInfo, VmStatus } from "./driver.js";
+import type { CreateOptions, ExecOptions, ExecResult, SshTarget, StreamHandle, VmDriver, VmInfo } from "./driver.js";
+import type { LimaInstance } from "./lima-schema.js";
 import { limaSocketPathProblem } from "./names.js";
 import { runProcess, streamProcess, type ProcessInput, type ProcessResult } from "./process.js";
 import { RemotePidReader, killArgv, streamWithPidPreamble, withPidPreamble } from "./remote-group.js";
@@ -54,103 +53,6 @@ export const MAX_SHELLS_PER_VM = 8;
 
 /** Deadline of the second call that kills a timed-out or aborted guest command, ms. */
 const REMOTE_KILL_TIMEOUT_MS = 10_000;
-
-/** Go's `*fs.PathError` (and `*os.SyscallError`-like structs) as `encoding/json` writes them. */
-const GoPathErrorSchema = z.object({ Op: z.string(), Path: z.string(), Err: z.unknown() }).passthrough();
-
-/** The fields fabrik reads from `limactl info` (one pretty JSON object, lima-contract §3). */
-const LimaInfoSchema = z.object({ limaHome: z.string().min(1).optional(), hostOS: z.string().min(1).optional() }).passthrough();
-
-/** One line of `limactl list --json` (lima-contract §1). Unknown keys are kept. */
-export const LimaInstanceSchema = z
-  .object({
-    name: z.string(),
-    status: z.string().optional().default(""),
-    dir: z.string().optional(),
-    vmType: z.string().optional(),
-    arch: z.string().optional(),
-    cpus: z.number().optional(),
-    memory: z.number().optional(),
-    disk: z.number().optional(),
-    sshLocalPort: z.number().optional(),
-    sshConfigFile: z.string().optional(),
-    /** Strings, or Go error structs (see {@link limaErrorTexts}); null entries are possible. */
-    errors: z.unknown().optional(),
-    config: z
-      .object({
-        user: z.object({ name: z.string().optional(), home: z.string().optional() }).passthrough().optional(),
-      })
-      .passthrough()
-      .optional(),
-  })
-  .passthrough();
-export type LimaInstance = z.infer<typeof LimaInstanceSchema>;
-
-/** Parse `limactl list --json` output (JSON Lines; blank output = no instances). Throws on garbage. */
-export function parseLimaList(stdout: string): LimaInstance[] {
-  const out: LimaInstance[] = [];
-  for (const line of stdout.split("\n")) {
-    const trimmed = line.trim();
-    if (trimmed === "") continue;
-    out.push(LimaInstanceSchema.parse(JSON.parse(trimmed)));
-  }
-  return out;
-}
-
-/** The texts Go gives the errno values Lima's errors carry most often (`syscall.Errno.Error()`). */
-const ERRNO_TEXT: Record<string, string> = {
-  ENOENT: "no such file or directory",
-  EACCES: "permission denied",
-  EPERM: "operation not permitted",
-  ESRCH: "no such process",
-  ENOTDIR: "not a directory",
-  ECONNREFUSED: "connection refused",
-};
-
-function errnoText(err: unknown): string {
-  if (typeof err === "number" && Number.isInteger(err) && err > 0) {
-    let name: string;
-    try {
-      name = util.getSystemErrorName(-err);
-    } catch {
-      return `errno ${err}`;
-    }
-    return ERRNO_TEXT[name] ?? name;
-  }
-  if (typeof err === "string" && err !== "") return err;
-  return "error";
-}
-
-/**
- * The texts of an instance's `errors`, whatever their shape. Real Lima emits Go error values, not strings:
- * `list --json` marshals `store.FormatData`, which embeds `limatype.Instance` by value (lima
- * `pkg/store/instance.go:270`), so `(*Instance).MarshalJSON` (`pkg/limatype/lima_instance.go:77`, strings) does not
- * apply, and `encoding/json` writes each error's exported fields: `{}` for `errors.New`/`fmt.Errorf` values,
- * `{"Op":"open","Path":"…","Err":2}` for a `*fs.PathError`. Strings (the stand-in before, other versions) pass
- * through. The text of a `{}` is only in limactl's stderr warning (`instance \`N\` has errors` with an `errors="[…]"`
- * field, lima `cmd/limactl/list.go:276`): `warning` is that text, used when a struct says nothing.
- */
-export function limaErrorTexts(errors: unknown, warning?: string): string[] {
-  const out: string[] = [];
-  let opaque = 0;
-  for (const e of Array.isArray(errors) ? errors : errors === undefined || errors === null ? [] : [errors]) {
-    if (e === null || e === undefined) continue;
-    if (typeof e === "string") {
-      out.push(e);
-      continue;
-    }
-    const pathError = GoPathErrorSchema.safeParse(e);
-    if (pathError.success) {
-      out.push(`${pathError.data.Op} ${pathError.data.Path}: ${errnoText(pathError.data.Err)}`);
-      continue;
-    }
-    opaque++;
-  }
-  if (opaque > 0) {
-    out.push(warning ?? `Lima reported ${opaque === 1 ? "an error" : `${opaque} errors`} without text in JSON; see \`limactl list\``);
-  }
-  return out;
-}
 
 /**
  * The `errors` field of each `instance \`N\` has errors` warning limactl printed on stderr (logrus text format), by
@@ -198,29 +100,6 @@ export function parseLogrusMessage(stderr: string, level?: "fatal" | "error" | "
 export function parseLimaVersion(stdout: string): string | undefined {
   const m = /limactl version v?(\d+\.\d+\.\d+[^\s]*)/.exec(stdout);
   return m?.[1];
-}
-
-function statusOf(s: string): VmStatus {
-  return s === "Running" || s === "Stopped" || s === "Broken" ? s : "Unknown";
-}
-
-function toVmInfo(i: LimaInstance, warnings: Map<string, string>): VmInfo {
-  return {
-    name: i.name,
-    driver: "lima",
-    status: statusOf(i.status),
-    guestHome: i.config?.user?.home,
-    guestUser: i.config?.user?.name,
-    cpus: i.cpus,
-    memoryBytes: i.memory,
-    diskBytes: i.disk,
-    arch: i.arch,
-    vmType: i.vmType,
-    dir: i.dir,
-    sshConfigFile: i.sshConfigFile,
-    sshLocalPort: i.sshLocalPort,
-    errors: limaErrorTexts(i.errors, warnings.get(i.name)),
-  };
 }
 
 /** Find an executable on PATH (or accept a path). */
@@ -452,7 +331,8 @@ export class LimaDriver implements VmDriver {
     return this.parseAndRemember(r.stdout, r.stderr);
   }
 
-  private parseAndRemember(stdout: string, stderr: string): VmInfo[] {
+  private async parseAndRemember(stdout: string, stderr: string): Promise<VmInfo[]> {
+    const { parseLimaList, toVmInfo } = await import("./lima-schema.js");
     let instances: LimaInstance[];
     try {
       instances = parseLimaList(stdout);
@@ -472,7 +352,7 @@ export class LimaDriver implements VmDriver {
       if (/unmatched instances|No instance matching/.test(r.stderr + msg)) return undefined;
       throw new RemoteError(name, "limactl list", msg || r.stderr.trim(), r.exitCode);
     }
-    return this.parseAndRemember(r.stdout, r.stderr).find((i) => i.name === name);
+    return (await this.parseAndRemember(r.stdout, r.stderr)).find((i) => i.name === name);
   }
 
   /**
@@ -484,6 +364,7 @@ export class LimaDriver implements VmDriver {
     try {
       const r = await this.limactlRun(["info"], { timeoutMs });
       if (r.exitCode !== 0) return fallback;
+      const { LimaInfoSchema } = await import("./lima-schema.js");
       const info = LimaInfoSchema.parse(JSON.parse(r.stdout));
       return { limaHome: info.limaHome ?? fallback.limaHome, hostOS: (info.hostOS as NodeJS.Platform | undefined) ?? fallback.hostOS };
     } catch (err) {

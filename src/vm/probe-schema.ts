@@ -70,33 +70,7 @@ export type ProbeRequest = z.input<typeof ProbeRequestSchema>;
 /** A request with every field present: what goes on the wire. */
 export type ProbeRequestFull = z.output<typeof ProbeRequestSchema>;
 
-/**
- * Fill a request's defaults (the same as {@link ProbeRequestSchema}'s; a unit test holds them equal). The request is
- * the host's own, typed by the compiler, so it is not validated again at run time: validation happens once, at the
- * trust boundary — every answer from the VM — and the guest caps every value it reads.
- */
-export function probeRequestWithDefaults(req: ProbeRequest): ProbeRequestFull {
-  return {
-    v: req.v,
-    runs: req.runs,
-    nodes: req.nodes ?? false,
-    max_nodes: req.max_nodes ?? 500,
-    row_size_warn_bytes: req.row_size_warn_bytes ?? 100 * 1024,
-    discover_roots: req.discover_roots ?? [],
-    error_chars: req.error_chars ?? 500,
-    ...(req.health === undefined
-      ? {}
-      : {
-          health: {
-            work_dir: req.health.work_dir,
-            engines_dir: req.health.engines_dir,
-            runs_roots: req.health.runs_roots ?? [],
-            known_control_dirs: req.health.known_control_dirs ?? [],
-            measure_dirs: req.health.measure_dirs ?? [],
-          },
-        }),
-  };
-}
+export { probeRequestWithDefaults } from "./probe-request.js";
 
 /**
  * A pid and whether the RUN'S process with that pid lives inside the VM (signal 0; a zombie counts as alive, as the

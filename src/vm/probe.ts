@@ -28,7 +28,8 @@ import {
   type GuestInstallCache,
   type GuestProgram,
 } from "./guest-programs.js";
-import { ProbeResponseSchema, probeRequestWithDefaults, type ProbeRequest, type ProbeResponse, type ProbeRunResult } from "./probe-schema.js";
+import type { ProbeRequest, ProbeResponse, ProbeRunResult } from "./probe-schema.js";
+import { probeRequestWithDefaults } from "./probe-request.js";
 import { shellJoin } from "./shell-quote.js";
 
 /**
@@ -220,7 +221,7 @@ export async function probeVm(driver: VmDriver, vm: string, request: ProbeReques
     if (r.exitCode === GUEST_EXIT_INSTALL_FAILED) {
       throw new ProbeError(vm, `cannot install the probe in the VM${stderr ? `: ${stderr}` : ""}`.slice(0, 600), { exitCode: r.exitCode, stderr, hint: `check the disk and $HOME/.fabrik in VM ${vm}` });
     }
-    return { notInstalled: false, installed: true, value: parseProbeOutput(vm, r.exitCode, r.stdout, stderr) };
+    return { notInstalled: false, installed: true, value: await parseProbeOutput(vm, r.exitCode, r.stdout, stderr) };
   });
 }
 
@@ -228,7 +229,7 @@ export async function probeVm(driver: VmDriver, vm: string, request: ProbeReques
  * Validate what one probe run printed.
  * @throws ProbeError for a non-zero exit or output that is not one valid ProbeResponse JSON line.
  */
-function parseProbeOutput(vm: string, exitCode: number, stdout: string, stderr: string | undefined): ProbeResponse {
+async function parseProbeOutput(vm: string, exitCode: number, stdout: string, stderr: string | undefined): Promise<ProbeResponse> {
   if (exitCode !== 0) {
     throw new ProbeError(vm, `probe exited ${exitCode}${stderr ? `: ${stderr}` : ""}`.slice(0, 600), { exitCode, stderr });
   }
@@ -241,9 +242,11 @@ function parseProbeOutput(vm: string, exitCode: number, stdout: string, stderr: 
 /**
  * Validate one probe answer line (also used by the SSH transport's serve channel, where a request the probe
  * cannot read is answered `{"v":1,"error":"bad request: …"}`).
- * @throws ProbeError
+ * @throws ProbeError (the promise rejects)
  */
-export function parseProbeLine(vm: string, line: string, stderr?: string): ProbeResponse {
+export async function parseProbeLine(vm: string, line: string, stderr?: string): Promise<ProbeResponse> {
+  // Loaded here, not with this module: zod and the schemas initialise while the VM works, after the call started.
+  const { ProbeResponseSchema } = await import("./probe-schema.js");
   let json: unknown;
   try {
     json = JSON.parse(line);

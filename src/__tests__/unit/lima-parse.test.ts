@@ -1,5 +1,6 @@
 import { describe, it, expect } from "vitest";
-import { parseLimaList, parseLogrusMessage, parseLimaVersion, parseSshConfig, compareVersions, MIN_LIMA_VERSION, limaErrorTexts, parseListErrorWarnings } from "../../vm/lima-driver.js";
+import { parseLogrusMessage, parseLimaVersion, parseSshConfig, compareVersions, MIN_LIMA_VERSION, parseListErrorWarnings } from "../../vm/lima-driver.js";
+import { limaErrorTexts, parseLimaList } from "../../vm/lima-schema.js";
 import { LIMA_LONGEST_SOCK, limaSocketPathProblem, unixPathMax, vmNameProblem } from "../../vm/names.js";
 import { RemotePidReader, killArgv, withPidPreamble } from "../../vm/remote-group.js";
 

@@ -14,7 +14,8 @@ import type { ClientChannel } from "ssh2";
 import { VmUnavailableError } from "../../core/errors.js";
 import { loadGuestProgram, type GuestInstallCache } from "../guest-programs.js";
 import { NoBunError, ProbeError, isNoBunExit, isNotInstalledExit, parseProbeLine, probeArgv, probeBunCandidates } from "../probe.js";
-import { probeRequestWithDefaults, type ProbeRequest, type ProbeResponse } from "../probe-schema.js";
+import type { ProbeRequest, ProbeResponse } from "../probe-schema.js";
+import { probeRequestWithDefaults } from "../probe-request.js";
 import { retryUntil } from "../retry.js";
 import { shellJoin } from "../shell-quote.js";
 import { TransportLost, errorText, type SshConnection } from "./connection.js";
@@ -105,7 +106,7 @@ export class SshProbeService {
             ch.installing = false;
           }
           try {
-            return parseProbeLine(vm, text);
+            return await parseProbeLine(vm, text);
           } catch (err) {
             if (/not JSON/.test((err as Error).message)) ch.kill("answer was not JSON");
             throw new Fatal(err);
