@@ -14,6 +14,7 @@ import type { RunObservation } from "../vm/probe.js";
 import { expandStatusFilter, isFinalRunStatus, RUN_STATUSES, RUN_STATUS_GROUPS, STUCK_RUN_STATUSES, UNSETTLED_RUN_STATUSES, type CachedRunStatus, type RunStatus } from "../core/status.js";
 import { isoTime, parseDuration } from "../core/units.js";
 import type { VmDriver } from "../vm/driver.js";
+import { isParkingProcesses } from "../vm/process.js";
 
 /**
  * The model `runs show --json` prints and `runs list --json` prints an array of. Times epoch ms unless
@@ -78,6 +79,8 @@ export function probeRequestFor(runs: readonly RunRecord[], opts: { nodes?: bool
  * is not already settled). On 2 cores the initialisation then overlaps the call instead of following it.
  */
 function whileTheVmWorks(warm: () => Promise<unknown>): void {
+  // A prestart (prestart.ts) only starts the calls: the CLI that adopts them does its own warming.
+  if (isParkingProcesses()) return;
   setImmediate(() => void warm().catch(() => undefined));
 }
 

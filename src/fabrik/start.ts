@@ -3,16 +3,32 @@
  * answered with nothing else loaded; any other command loads the CLI bundle (`dist/cli/fabrik.cjs`, one CommonJS
  * file whose modules initialise on first use) through the compile cache (`compile-cache.ts`) and runs it.
  */
+import path from "node:path";
 import { VERSION } from "./version.js";
 import { resolvePaths } from "./paths.js";
 import { commandKind, compileCacheFile, loadBundle } from "./compile-cache.js";
 
-/** Run fabrik with `argv` (without node and script); `bundle` is the path of `dist/cli/fabrik.cjs`. */
-export function start(argv: string[], bundle: string): Promise<number> | void {
+/**
+ * Run fabrik with `argv` (without node and script); `bundle` is the path of `dist/cli/fabrik.cjs`. A live
+ * `runs show` first starts its remote call (`prestart.ts`, `dist/cli/prestart.cjs` beside the bundle).
+ */
+export async function start(argv: string[], bundle: string): Promise<number | void> {
   if (argv.length === 1 && argv[0] === "--version") {
     process.stdout.write(VERSION + "\n");
     return;
   }
-  const { exports } = loadBundle(bundle, { cacheFile: compileCacheFile(resolvePaths(process.env).home), kind: commandKind(argv) });
+  const cacheFile = compileCacheFile(resolvePaths(process.env).home);
+  const kind = commandKind(argv);
+  if (argv[0] === "runs" && argv[1] === "show") {
+    // Its own code cache: compiling the prestart's bundle from source costs more than the head start gains.
+    try {
+      const file = path.join(path.dirname(bundle), "prestart.cjs");
+      const { exports: early } = loadBundle(file, { cacheFile: cacheFile?.replace(/\.bin$/, ".prestart.bin"), kind });
+      await (early as typeof import("./prestart.js")).prestart(argv);
+    } catch {
+      /* no head start: the CLI makes the calls */
+    }
+  }
+  const { exports } = loadBundle(bundle, { cacheFile, kind });
   return (exports as typeof import("./cli.js")).main(argv);
 }

@@ -9,6 +9,12 @@
  *
  * Every process group still alive when this process exits is SIGKILLed on the way out, so an interrupted fabrik
  * leaves no limactl or ssh behind.
+ *
+ * Parked calls: `fabrik/prestart.ts` runs the real command code in a small bundle of its own before the CLI bundle
+ * loads, with {@link parkProcesses} on: `runProcess` then starts the process and parks it instead of waiting. The
+ * CLI's own, identical `runProcess` call later adopts the running process (same command, arguments, working
+ * directory, environment and stdin bytes) instead of starting a second one: it gets the output printed so far, and
+ * its deadline, abort signal and output cap apply from the adoption on. Anything not adopted is killed at exit.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import os from "node:os";
@@ -112,18 +118,20 @@ function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number 
   return 1;
 }
 
+type ExitStatus = { code: number | null; signal: NodeJS.Signals | null };
+
 /**
  * Resolves once the child exited and its pipes closed (or {@link PIPE_GRACE_MS} after the exit, when an escaped
- * grandchild keeps a pipe open: the streams are then destroyed). Rejects with the spawn error.
+ * grandchild keeps a pipe open: the streams are then destroyed). Rejects with the spawn error. `parked`: what an
+ * adopted child did before it was adopted (its events then are not seen here).
  */
-function whenDone(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+function whenDone(child: ChildProcess, parked?: ParkedProcess): Promise<ExitStatus> {
   return new Promise((resolve, reject) => {
-    let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    if (parked?.error !== undefined) return reject(parked.error);
+    if (parked?.closed !== undefined) return resolve(parked.exit ?? parked.closed);
+    let exited: ExitStatus | undefined;
     let grace: NodeJS.Timeout | undefined;
-    child.once("error", (err) => {
-      if (exited === undefined) reject(err);
-    });
-    child.once("exit", (code, signal) => {
+    const onExit = ({ code, signal }: ExitStatus) => {
       exited = { code, signal };
       grace = setTimeout(() => {
         child.stdout?.destroy();
@@ -131,12 +139,146 @@ function whenDone(child: ChildProcess): Promise<{ code: number | null; signal: N
         resolve(exited!);
       }, PIPE_GRACE_MS);
       grace.unref();
+    };
+    child.once("error", (err) => {
+      if (exited === undefined) reject(err);
     });
+    if (parked?.exit !== undefined) onExit(parked.exit);
+    else child.once("exit", (code, signal) => onExit({ code, signal }));
     child.once("close", (code, signal) => {
       clearTimeout(grace);
       resolve(exited ?? { code, signal });
     });
   });
+}
+
+// ------------------------------------------------------------------------------------------------ parked calls
+
+/** A process started by a parking instance of this module and not adopted yet (see the module comment). */
+interface ParkedProcess {
+  cmd: string;
+  args: readonly string[];
+  cwd: string | undefined;
+  env: NodeJS.ProcessEnv;
+  stdin: Buffer;
+  child: ChildProcess;
+  /**
+   * Output read before the adoption. It must be read: Node resumes (and so discards) the output streams of an exited
+   * child that nobody listens to (child_process `flushStdio`).
+   */
+  stdout: Buffer[];
+  stderr: Buffer[];
+  /** Stop collecting (the adopter listens from now on). */
+  release: () => void;
+  /** Set when the child exited, closed, or failed to start before it was adopted. */
+  exit?: ExitStatus;
+  closed?: ExitStatus;
+  error?: NodeJS.ErrnoException;
+}
+
+/** The parked processes, shared by every copy of this module in the process (prestart.cjs and fabrik.cjs each bundle one). */
+const PARKED = Symbol.for("fabrik.process.parked");
+function parkedProcesses(): ParkedProcess[] {
+  const g = globalThis as { [PARKED]?: ParkedProcess[] };
+  return (g[PARKED] ??= []);
+}
+
+let parking = false;
+let exitHookInstalledForParked = false;
+
+/**
+ * From now on, until the returned function is called, `runProcess` in this copy of the module starts its process,
+ * parks it for an identical `runProcess` call to adopt, and returns a promise that never settles (prestart.ts runs
+ * command code only up to its calls). Parked processes nobody adopted are SIGKILLed (group) when this process exits
+ * ({@link discardParkedProcesses}).
+ */
+export function parkProcesses(): () => void {
+  parking = true;
+  if (!exitHookInstalledForParked) {
+    exitHookInstalledForParked = true;
+    process.on("exit", () => void discardParkedProcesses());
+  }
+  return () => {
+    parking = false;
+  };
+}
+
+/** How many parked processes wait for adoption (in the whole process). */
+export function parkedProcessCount(): number {
+  return parkedProcesses().length;
+}
+
+/** SIGKILL (group) every parked process nobody adopted and forget it; returns how many. */
+export function discardParkedProcesses(): number {
+  const gone = parkedProcesses().splice(0);
+  for (const p of gone) {
+    p.release();
+    killGroup(p.child.pid);
+  }
+  return gone.length;
+}
+
+/** True in a copy of this module that parks its processes (a prestart): there is no answer to prepare for. */
+export function isParkingProcesses(): boolean {
+  return parking;
+}
+
+function stdinBytes(input: ProcessInput | undefined): Buffer | undefined {
+  if (input === undefined) return Buffer.alloc(0);
+  if (typeof input === "string") return Buffer.from(input, "utf8");
+  return Buffer.isBuffer(input) ? input : undefined;
+}
+
+function sameEnv(a: NodeJS.ProcessEnv, b: NodeJS.ProcessEnv): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => a[k] === b[k]);
+}
+
+function park(cmd: string, args: readonly string[], opts: ProcessOptions): Promise<ProcessResult> {
+  const stdin = stdinBytes(opts.stdin);
+  if (stdin === undefined) return new Promise(() => undefined); // a streamed stdin cannot be compared: not started
+  let child: ChildProcess;
+  try {
+    child = spawn(cmd, args, { detached: true, cwd: opts.cwd, env: childEnv(opts), stdio: ["pipe", "pipe", "pipe"] });
+  } catch {
+    return new Promise(() => undefined);
+  }
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const onOut = (c: Buffer) => out.push(c);
+  const onErr = (c: Buffer) => err.push(c);
+  child.stdout!.on("data", onOut);
+  child.stderr!.on("data", onErr);
+  const release = () => {
+    child.stdout!.off("data", onOut);
+    child.stderr!.off("data", onErr);
+  };
+  const p: ParkedProcess = { cmd, args: [...args], cwd: opts.cwd, env: childEnv(opts), stdin, child, stdout: out, stderr: err, release };
+  child.once("error", (e) => (p.error = e));
+  child.once("exit", (code, signal) => (p.exit = { code, signal }));
+  child.once("close", (code, signal) => (p.closed = { code, signal }));
+  // It does not keep this process alive until it is adopted.
+  child.unref();
+  feedStdin(child, stdin);
+  parkedProcesses().push(p);
+  return new Promise(() => undefined);
+}
+
+/** Take the parked process identical to this call, if any. */
+function adopt(cmd: string, args: readonly string[], opts: ProcessOptions): ParkedProcess | undefined {
+  const table = parkedProcesses();
+  if (table.length === 0) return undefined;
+  const stdin = stdinBytes(opts.stdin);
+  if (stdin === undefined) return undefined;
+  const env = childEnv(opts);
+  const i = table.findIndex(
+    (p) => p.cmd === cmd && p.cwd === opts.cwd && p.args.length === args.length && p.args.every((a, j) => a === args[j]) && p.stdin.equals(stdin) && sameEnv(p.env, env),
+  );
+  if (i < 0) return undefined;
+  const [p] = table.splice(i, 1);
+  p!.child.ref();
+  return p;
 }
 
 function feedStdin(child: ChildProcess, input: ProcessInput | undefined, keepOpen = false): void {
@@ -158,6 +300,7 @@ function feedStdin(child: ChildProcess, input: ProcessInput | undefined, keepOpe
  * non-zero exit, a kill and a failed start are all in the result.
  */
 export async function runProcess(cmd: string, args: readonly string[], opts: ProcessOptions): Promise<ProcessResult> {
+  if (parking) return park(cmd, args, opts);
   const started = Date.now();
   let timedOut = false;
   let aborted = false;
@@ -174,9 +317,10 @@ export async function runProcess(cmd: string, args: readonly string[], opts: Pro
     spawnError: err,
     signal: undefined,
   });
+  const parked = adopt(cmd, args, opts);
   let child: ChildProcess;
   try {
-    child = spawn(cmd, args, { detached: true, cwd: opts.cwd, env: childEnv(opts), stdio: ["pipe", "pipe", "pipe"] });
+    child = parked?.child ?? spawn(cmd, args, { detached: true, cwd: opts.cwd, env: childEnv(opts), stdio: ["pipe", "pipe", "pipe"] });
   } catch (err) {
     return failed(err as NodeJS.ErrnoException);
   }
@@ -189,19 +333,27 @@ export async function runProcess(cmd: string, args: readonly string[], opts: Pro
     outputCapped = true;
     killGroup(child.pid);
   };
-  child.stdout!.on("data", (c: Buffer) => {
+  const onOut = (c: Buffer) => {
     outBytes += c.length;
     if (outBytes > max) return cap();
     if (opts.onStdout) opts.onStdout(c);
     else out.push(c);
-  });
-  child.stderr!.on("data", (c: Buffer) => {
+  };
+  const onErr = (c: Buffer) => {
     opts.onStderr?.(c);
     errBytes += c.length;
     if (errBytes > max) return cap();
     err.push(c);
-  });
-  feedStdin(child, opts.stdin);
+  };
+  if (parked) {
+    // What it printed before, in order, then the rest as it comes (all synchronous: no chunk can slip between).
+    parked.release();
+    for (const c of parked.stdout) onOut(c);
+    for (const c of parked.stderr) onErr(c);
+  }
+  child.stdout!.on("data", onOut);
+  child.stderr!.on("data", onErr);
+  if (!parked) feedStdin(child, opts.stdin);
   const timer = setTimeout(() => {
     timedOut = true;
     killGroup(child.pid);
@@ -212,7 +364,7 @@ export async function runProcess(cmd: string, args: readonly string[], opts: Pro
     killGroup(child.pid);
   });
   try {
-    const { code, signal } = await whenDone(child);
+    const { code, signal } = await whenDone(child, parked);
     return {
       exitCode: exitCodeOf(code, signal),
       stdout: Buffer.concat(out).toString("utf8"),
