@@ -231,6 +231,33 @@ describe("runs list (in-process)", () => {
     expect(r.err.match(/warning: VM vm2 is unreachable/g)?.length).toBe(1);
   });
 
+  it("--no-live --json over many pieces of output: DEL and C1 controls escaped everywhere, the values intact", async () => {
+    const reg = Registry.open(path.join(home, "fh", "registry.db"));
+    reg.upsertVm({ name: "vm1", driver: "lima", guest_home: "/home/u.guest", created_at_ms: NOW, template: null });
+    const reason = (id: number) => `task ${id} \u009b2J\u007f\u0085 é✓ ${"x".repeat(id % 300)}`;
+    for (let i = 0; i < 600; i++) {
+      reg.insertRunWith((id) => ({
+        vm: "vm1",
+        driver: "lima",
+        control_dir: `/home/u.guest/work/vm1/.runs/${id}-seq`,
+        workflow_path: `/home/u.guest/work/vm1/.runs/${id}-seq/workflow/seq.tsx`,
+        smithers_run_id: `fabrik-${id}`,
+        smithers_db_path: `/home/u.guest/work/vm1/.runs/${id}-seq/.smithers/run-${id}.db`,
+        engine_version: "0.32.0",
+        status: "failed",
+        failure_reason: reason(id),
+      }));
+    }
+    reg.close();
+    const r = await run(["runs", "list", "--no-live", "--json", "--limit", "1000"]);
+    expect(r.code).toBe(0);
+    expect(r.out.length).toBeGreaterThan(3 * 65_536);
+    expect(r.out).not.toMatch(/[\u007f-\u009f]/);
+    const rows = JSON.parse(r.out) as { id: number; failure_reason: string }[];
+    expect(rows).toHaveLength(600);
+    for (const row of rows) expect(row.failure_reason).toBe(reason(row.id));
+  });
+
   it("--no-live never touches a VM; filters and -q work", async () => {
     seed([{ vm: "vm1", status: "done" }, { vm: "vm1" }, { vm: "vm2" }]);
     const lima = new FakeDriver();
