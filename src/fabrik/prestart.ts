@@ -58,9 +58,12 @@ export function prestartCommand(argv: readonly string[]): PrestartCommand | unde
   }
 }
 
-/** Stands in for the `ssh` driver: its calls are not prestarted, so none of its methods ever settles. */
+/**
+ * Stands in for the `ssh` driver: its calls are not prestarted, so none of its methods ever settles (and it is no
+ * thenable: awaiting the driver itself must give the driver).
+ */
 const NOT_PRESTARTED = new Proxy({ name: "ssh" } as VmDriver, {
-  get: (target, key) => (key === "name" ? target.name : () => new Promise(() => undefined)),
+  get: (target, key) => (key === "name" ? target.name : key === "then" ? undefined : () => new Promise(() => undefined)),
 });
 
 /**
