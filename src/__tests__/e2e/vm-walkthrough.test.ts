@@ -228,6 +228,9 @@ describe("local VMs of the same name in two FABRIK_HOMEs", () => {
     expect(running(pid)).toBe(true);
     expect((await fabrik(b, ["vm", "stop", name])).code).toBe(0);
     expect(running(pid), `vm stop ${name} in another FABRIK_HOME killed pid ${pid} of this one`).toBe(true);
+    // Its own FABRIK_HOME's stop does kill it (and leaves nothing for the teardown).
+    expect((await fabrik(a, ["vm", "stop", name])).code).toBe(0);
+    expect(running(pid)).toBe(false);
   });
 });
 
@@ -295,6 +298,8 @@ describe.skipIf(sshSkip)(titled("vm walkthrough (ssh driver, real OpenSSH hosts)
     expect((await fabrik(t, ["vm", "shell", "beta", "--", "ps", "-eo", "args"])).stdout).not.toContain("sleep 300");
     await fabrik(t, ["vm", "shell", "alpha", "--", "bash", "-c", "echo a > ~/marker"]);
     expect((await fabrik(t, ["vm", "shell", "beta", "--", "cat", "marker"])).code).not.toBe(0);
+    // A machine of the ssh driver is not powered off by anyone: the test ends what it started there.
+    expect((await fabrik(t, ["vm", "shell", "alpha", "--", "kill", pid])).code).toBe(0);
   });
 
   it("a powered-off machine is Unknown (with the reason) and refused with exit 6; vm remove unregisters it", async () => {
