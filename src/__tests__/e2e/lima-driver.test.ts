@@ -185,7 +185,8 @@ describe.skipIf(skip)(titled("LimaDriver against the stand-in", skip), () => {
       expect(byName.halfway).toMatchObject({ status: "Broken", errors: ["host agent is running but driver is not"] });
       expect(await driver.inspect("halfway", { timeoutMs: 20_000 })).toMatchObject({ errors: ["host agent is running but driver is not"] });
     } finally {
-      process.kill(agent.pid!, "SIGKILL");
+      // Its whole group (detached: bash and the sleep it forked), or the sleep outlives the test.
+      process.kill(-agent.pid!, "SIGKILL");
       for (const n of ["probe", "halfway"]) fs.rmSync(path.join(home, n), { recursive: true, force: true });
     }
   });

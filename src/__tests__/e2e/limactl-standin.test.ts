@@ -516,7 +516,8 @@ describe.skipIf(SKIP)(TITLE, () => {
       expect(r.stderr).toContain('msg="instance `numerr` has errors" errors="[strconv.Atoi: parsing \\"abc\\": invalid syntax]"');
       expect(r.stderr).toContain(`msg="instance \`probe\` has errors" errors="[open ${path.join(fs.realpathSync(limaHome), "probe", "lima.yaml")}: no such file or directory]"`);
     } finally {
-      process.kill(agent.pid!, "SIGKILL");
+      // Its whole group (detached: bash and the sleep it forked), or the sleep outlives the test.
+      process.kill(-agent.pid!, "SIGKILL");
       for (const n of ["probe", "numerr", "halfway"]) fs.rmSync(path.join(limaHome, n), { recursive: true, force: true });
     }
   });
