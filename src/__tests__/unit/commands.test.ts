@@ -22,7 +22,7 @@ beforeEach(() => {
   env = { PATH: process.env.PATH, HOME: home, FABRIK_HOME: path.join(home, "fh"), FABRIK_CONFIG: path.join(home, "none.json") };
 });
 
-function seed(runs: { vm: string; status?: "running" | "done" }[]): void {
+function seed(runs: { vm: string; status?: "running" | "done" | "failed"; failureReason?: (id: number) => string }[]): void {
   const reg = Registry.open(path.join(home, "fh", "registry.db"));
   for (const r of runs) {
     reg.upsertVm({ name: r.vm, driver: "lima", guest_home: "/home/u.guest", created_at_ms: NOW, template: null });
@@ -35,6 +35,7 @@ function seed(runs: { vm: string; status?: "running" | "done" }[]): void {
       smithers_db_path: `/home/u.guest/work/${r.vm}/.runs/${id}-seq/.smithers/run-${id}.db`,
       engine_version: "0.32.0",
       status: r.status ?? "running",
+      ...(r.failureReason ? { failure_reason: r.failureReason(id) } : {}),
       started_at_ms: NOW - 60_000,
       launcher_pid: 10,
     }));
@@ -232,23 +233,8 @@ describe("runs list (in-process)", () => {
   });
 
   it("--no-live --json over many pieces of output: DEL and C1 controls escaped everywhere, the values intact", async () => {
-    const reg = Registry.open(path.join(home, "fh", "registry.db"));
-    reg.upsertVm({ name: "vm1", driver: "lima", guest_home: "/home/u.guest", created_at_ms: NOW, template: null });
     const reason = (id: number) => `task ${id} \u009b2J\u007f\u0085 é✓ ${"x".repeat(id % 300)}`;
-    for (let i = 0; i < 600; i++) {
-      reg.insertRunWith((id) => ({
-        vm: "vm1",
-        driver: "lima",
-        control_dir: `/home/u.guest/work/vm1/.runs/${id}-seq`,
-        workflow_path: `/home/u.guest/work/vm1/.runs/${id}-seq/workflow/seq.tsx`,
-        smithers_run_id: `fabrik-${id}`,
-        smithers_db_path: `/home/u.guest/work/vm1/.runs/${id}-seq/.smithers/run-${id}.db`,
-        engine_version: "0.32.0",
-        status: "failed",
-        failure_reason: reason(id),
-      }));
-    }
-    reg.close();
+    seed(Array.from({ length: 600 }, () => ({ vm: "vm1", status: "failed" as const, failureReason: reason })));
     const r = await run(["runs", "list", "--no-live", "--json", "--limit", "1000"]);
     expect(r.code).toBe(0);
     expect(r.out.length).toBeGreaterThan(3 * 65_536);
