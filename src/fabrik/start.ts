@@ -19,7 +19,9 @@ export async function start(argv: string[], bundle: string): Promise<number | vo
   }
   const cacheFile = compileCacheFile(resolvePaths(process.env).home);
   const kind = commandKind(argv);
-  if (argv[0] === "runs" && argv[1] === "show") {
+  // The prestart bundle decides what it prestarts (prestartCommand); the cache-only and help forms, which never
+  // probe, do not load it at all (~20 ms).
+  if (argv[0] === "runs" && argv[1] === "show" && !argv.some((a) => a === "--no-live" || a === "--help" || a === "-h")) {
     // Its own code cache: compiling the prestart's bundle from source costs more than the head start gains.
     try {
       const file = path.join(path.dirname(bundle), "prestart.cjs");
