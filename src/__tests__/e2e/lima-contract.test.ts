@@ -143,7 +143,7 @@ describe.skipIf(SKIP)(titled("Lima's own tests against the limactl stand-in (the
     });
 
     // list.bats:145-152; pkg/store/instance.go:298-299 (`{{json .}}` per instance: JSON Lines, `name` first). The
-    // driver parses exactly this (lima-driver.ts parseLimaList).
+    // driver parses exactly this (lima-schema.ts parseLimaList).
     it("--format json returns JSON output", async () => {
       const r = await limactl(["ls", "--format", "json", "foo", "bar"]);
       expect(lines(r.stdout)).toEqual([expect.stringMatching(/^\{"name":"foo",/), expect.stringMatching(/^\{"name":"bar",/)]);
